@@ -1,0 +1,25 @@
+# The two commands of the README, and a few more for developers. Everything installs from the project's files.
+.PHONY: demo test lint bench kafka-start kafka-stop
+
+demo:          ## Parley end to end on local defaults: Kafka, provider, services, a sample, its insights
+	@scripts/bootstrap
+	@.venv/bin/parley demo
+
+test:          ## the whole suite: lint, types, unit, broker (in memory + real Kafka), end to end
+	@scripts/bootstrap
+	@scripts/test
+
+lint:
+	@scripts/bootstrap
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+bench:         ## the pipeline benchmark (several minutes); writes benchmarks/results
+	@scripts/bootstrap
+	@.venv/bin/python -m parley_devtools.bench_pipeline
+
+kafka-start:
+	@scripts/bootstrap
+	@.venv/bin/parley kafka start
+
+kafka-stop:
+	@.venv/bin/parley kafka stop

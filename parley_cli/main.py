@@ -1,0 +1,291 @@
+"""The ``parley`` command: run services, a local Kafka, submit conversations and follow their insights."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import mimetypes
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from parley_shared.settings import ParleySettings
+
+from parley_cli.kafka_commands import kafka_app
+from parley_cli.watching import TopicFollower, describe_insights
+
+app = typer.Typer(help="Parley: conversation intelligence delivered as Kafka events.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+AUDIO_TYPES = {
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".opus": "audio/opus",
+}
+VIDEO_TYPES = {
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+}
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    job_watcher = "job-watcher"
+    insight_fetcher = "insight-fetcher"
+    provider_double = "provider-double"
+
+
+@app.command()
+def run(service: Annotated[Service, typer.Argument(help="the service to run in the foreground")]) -> None:
+    """Run one service in the foreground (settings from PARLEY_* variables)."""
+    import uvicorn
+
+    if service is Service.provider_double:
+        from parley_devtools.provider_double.__main__ import main as run_double
+
+        sys.argv = [sys.argv[0]]
+        run_double()
+        return
+    if service is Service.ingest:
+        from parley_ingest.app import create_app as create_ingest
+        from parley_ingest.settings import IngestSettings
+
+        ingest_settings = IngestSettings()
+        asgi, host, port = (
+            create_ingest(ingest_settings),
+            ingest_settings.http_host,
+            ingest_settings.http_port,
+        )
+    elif service is Service.job_watcher:
+        from parley_job_watcher.app import create_app as create_watcher
+        from parley_job_watcher.settings import JobWatcherSettings
+
+        watcher_settings = JobWatcherSettings()
+        asgi, host, port = (
+            create_watcher(watcher_settings),
+            watcher_settings.http_host,
+            watcher_settings.http_port,
+        )
+    else:
+        from parley_insight_fetcher.app import create_app as create_fetcher
+        from parley_insight_fetcher.settings import InsightFetcherSettings
+
+        fetcher_settings = InsightFetcherSettings()
+        asgi, host, port = (
+            create_fetcher(fetcher_settings),
+            fetcher_settings.http_host,
+            fetcher_settings.http_port,
+        )
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
+
+
+def _submission_request(path: Path) -> tuple[str, dict[str, str], Any]:
+    """The ingest path, headers and body for a file: Symbl text JSON, or audio/video by its type."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            body = json.loads(path.read_text())
+        except ValueError as error:
+            raise typer.BadParameter(f"{path} is not valid JSON: {error}") from None
+        return "/v1/process/text", {}, body
+    content_type = AUDIO_TYPES.get(suffix) or VIDEO_TYPES.get(suffix) or mimetypes.guess_type(path.name)[0] or ""
+    if content_type.startswith("audio/"):
+        kind = "audio"
+    elif content_type.startswith("video/"):
+        kind = "video"
+    else:
+        raise typer.BadParameter(f"{path}: expected a .json text conversation or an audio/video file")
+    return f"/v1/process/{kind}", {"Content-Type": content_type}, path
+
+
+async def _submit(ingest_url: str, path: Path, request_id: str) -> dict[str, Any]:
+    route, headers, body = _submission_request(path)
+    headers["Idempotency-Key"] = request_id
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=120) as client:
+        if isinstance(body, Path):
+
+            async def chunks() -> AsyncIterator[bytes]:
+                with body.open("rb") as media:
+                    while chunk := media.read(1 << 16):
+                        yield chunk
+
+            headers["Content-Length"] = str(body.stat().st_size)
+            response = await client.post(route, content=chunks(), headers=headers)
+        else:
+            response = await client.post(route, json=body, headers=headers)
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        raise RuntimeError(f"ingest refused {path.name} ({response.status_code}): {message}")
+    accepted: dict[str, Any] = response.json()
+    return accepted
+
+
+async def submit_and_wait(
+    settings: ParleySettings, ingest_url: str, paths: list[Path], *, wait: bool, wait_seconds: float, as_json: bool
+) -> int:
+    """Submit each file; with ``wait``, follow completions and insights until every job has an outcome."""
+    if not wait:
+        for path in paths:
+            accepted = await _submit(ingest_url, path, str(uuid.uuid4()))
+            typer.echo(
+                json.dumps(accepted)
+                if as_json
+                else f"{path.name}: conversation {accepted['conversationId']}, job {accepted['jobId']}"
+            )
+        return 0
+    topics = settings.topics
+    async with TopicFollower(settings.kafka, [topics.completions, topics.insights, topics.dead_letters]) as follower:
+        started = time.monotonic()
+        waiting: dict[str, str] = {}
+        for path in paths:
+            accepted = await _submit(ingest_url, path, str(uuid.uuid4()))
+            waiting[accepted["jobId"]] = path.name
+            typer.echo(
+                f"[{time.monotonic() - started:5.1f}s] {path.name}: submitted "
+                f"(conversation {accepted['conversationId']}, job {accepted['jobId']})"
+            )
+        failures = 0
+
+        async def follow() -> None:
+            nonlocal failures
+            async for _topic, event in follower.events():
+                job_id = event.get("jobId")
+                if job_id not in waiting:
+                    continue
+                name, kind = waiting[job_id], event.get("eventType")
+                stamp = f"[{time.monotonic() - started:5.1f}s] {name}:"
+                if kind == "JobCompleted":
+                    typer.echo(f"{stamp} job completed (seen by {event.get('detectedBy')}); fetching insights")
+                elif kind == "JobFailed":
+                    typer.echo(f"{stamp} job FAILED: {event.get('reason')}")
+                    failures += 1
+                    del waiting[job_id]
+                elif kind == "InsightsReady":
+                    typer.echo(f"{stamp} insights ready")
+                    typer.echo(json.dumps(event, indent=2) if as_json else describe_insights(event))
+                    del waiting[job_id]
+                elif kind == "DeadLetter":
+                    typer.echo(f"{stamp} dead-lettered by {event.get('service')}: {event.get('reason')}")
+                    failures += 1
+                    del waiting[job_id]
+                if not waiting:
+                    return
+
+        try:
+            await asyncio.wait_for(follow(), wait_seconds)
+        except TimeoutError:
+            typer.echo(f"timed out after {wait_seconds:.0f}s waiting for: {', '.join(waiting.values())}", err=True)
+            return 2
+        return 1 if failures else 0
+
+
+@app.command()
+def submit(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Symbl text JSON or audio/video")],
+    wait: Annotated[bool, typer.Option(help="follow the job and print its insights when they arrive")] = False,
+    ingest_url: Annotated[str, typer.Option(envvar="PARLEY_INGEST_URL")] = "http://127.0.0.1:8701",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for insights")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print raw events")] = False,
+) -> None:
+    """Submit conversations through the ingest API (text: the body of POST /v1/process/text)."""
+    try:
+        code = asyncio.run(
+            submit_and_wait(ParleySettings(), ingest_url, files, wait=wait, wait_seconds=timeout, as_json=as_json)
+        )
+    except (RuntimeError, httpx.HTTPError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def tail(
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest retained event")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print whole events")] = False,
+) -> None:
+    """Follow the insights topic (committed events only), one conversation per paragraph."""
+    settings = ParleySettings()
+
+    async def follow() -> None:
+        async with TopicFollower(settings.kafka, [settings.topics.insights], from_beginning=from_beginning) as f:
+            async for _, event in f.events():
+                typer.echo(json.dumps(event) if as_json else describe_insights(event) + "\n")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+
+
+@app.command()
+def demo(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="conversations to process (default: bundled samples)")
+    ] = None,
+    keep_running: Annotated[bool, typer.Option(help="leave the services running afterwards")] = False,
+    provider_url: Annotated[
+        str | None,
+        typer.Option(envvar="PARLEY_API_URL", help="a Symbl-compatible API; default: a local scripted provider"),
+    ] = None,
+) -> None:
+    """Parley's whole job on local defaults: Kafka, provider, the three services, samples in, insights out."""
+    from parley_cli.local_kafka import LocalKafka, LocalKafkaSettings
+    from parley_cli.local_stack import LocalStack
+
+    kafka = LocalKafka(LocalKafkaSettings())
+    typer.echo("Starting the local Kafka broker (the first run downloads it from Maven Central)…")
+    kafka.start()
+    bootstrap = f"127.0.0.1:{kafka.settings.port}"
+    log_dir = Path(tempfile.gettempdir()) / "parley-demo-logs"
+    env = {"PARLEY_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PARLEY_LOG_LEVEL": "WARNING"}
+    stack = LocalStack(log_dir=log_dir, env=env)
+    try:
+        if provider_url is None:
+            typer.echo("Starting the scripted provider (stands in for the engine until it lands)…")
+            double = stack.start("provider-double", ready_path="/_double/jobs")
+            provider_url = double.url
+        stack.env["PARLEY_API_URL"] = provider_url
+        typer.echo(f"Starting ingest, job-watcher and insight-fetcher (logs in {log_dir})…")
+        stack.start("job-watcher")
+        stack.start("insight-fetcher")
+        stack.start("ingest", extra_env={"PARLEY_WEBHOOK_URL": "http://127.0.0.1:8702/webhooks/jobs"})
+        paths = files or sorted(SAMPLES.glob("*.json"))
+        settings = ParleySettings(kafka_bootstrap_servers=bootstrap)
+        code = asyncio.run(
+            submit_and_wait(settings, "http://127.0.0.1:8701", paths, wait=True, wait_seconds=180, as_json=False)
+        )
+        if keep_running:
+            typer.echo("Services keep running; press Ctrl-C to stop them.")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop_all()
+        if not keep_running:
+            typer.echo("Stopped the services. The Kafka broker keeps running (`parley kafka stop` stops it).")
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,113 @@
+"""ingest: the composition root.
+
+Consumes  parley.requests   (ProcessRequested commands; batches, read_committed)
+Serves    POST/PUT /v1/process/…  (text, audio/video files streamed, audio/video URLs; the Symbl Async API paths)
+Calls     the provider's Async API, once per requestId
+Produces  parley.jobs          JobSubmitted, keyed by conversationId (transactionally with the consumed offsets)
+          parley.dead-letters  DeadLetter for commands that cannot be handled
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.kafka import KafkaMessage
+from parley_shared.events import JobSubmitted
+from parley_shared.health import health_router
+from parley_shared.kafka.connection import make_broker
+from parley_shared.kafka.consume import ConsumeProduceStep
+from parley_shared.kafka.history import read_since
+from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
+from parley_shared.kafka.topics import ensure_topics
+from parley_shared.logs import configure_logging
+from parley_shared.provider import ProviderClient
+
+from parley_ingest.commands import handle_process_requested, submitted_record
+from parley_ingest.http_api import build_router, install_error_handlers
+from parley_ingest.ledger import RequestLedger
+from parley_ingest.settings import IngestSettings
+from parley_ingest.submission import Submitter
+
+logger = logging.getLogger("parley.ingest")
+SERVICE = "ingest"
+
+
+def create_app(settings: IngestSettings | None = None, *, publisher: AtomicPublisher | None = None) -> FastAPI:
+    """Build the service. ``publisher`` replaces the transactional producer in in-memory broker tests."""
+    settings = settings or IngestSettings()
+    topics = settings.topics
+    broker = make_broker(settings.kafka, client_id=f"parley-ingest-{settings.instance_id}")
+    provider = ProviderClient(settings.provider)
+    ledger = RequestLedger()
+    submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
+    transactional: AtomicPublisher = publisher or TransactionalPublisher(
+        settings.kafka,
+        transactional_id=f"parley-ingest-{settings.instance_id}",
+        client_id=f"parley-ingest-{settings.instance_id}",
+    )
+
+    step = ConsumeProduceStep(
+        service=SERVICE,
+        handle_record=handle_process_requested(submitter, topics),
+        publisher=lambda: transactional,
+        group_id=settings.group_id,
+        dead_letter_topic=topics.dead_letters,
+    )
+
+    @broker.subscriber(
+        topics.requests,
+        group_id=settings.group_id,
+        batch=True,
+        max_records=256,
+        ack_policy=AckPolicy.MANUAL,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        description="ProcessRequested commands: submit each to the provider once, publish JobSubmitted",
+    )
+    async def on_process_requested(msg: KafkaMessage) -> None:
+        await step(msg)
+
+    jobs_publisher = broker.publisher(
+        topics.jobs,
+        description="JobSubmitted, keyed by conversationId: a provider job for job-watcher to watch",
+    )
+
+    async def publish_submitted(submitted: JobSubmitted) -> None:
+        record = submitted_record(topics, submitted)
+        await jobs_publisher.publish(record.value, key=record.key)
+
+    async def remember_recent_submissions() -> None:
+        since = datetime.now(UTC) - timedelta(hours=settings.idempotency_window_hours)
+        async for record in read_since(settings.kafka, topics.jobs, since):
+            try:
+                ledger.remember(JobSubmitted.model_validate_json(record.value or b""))
+            except ValueError:
+                continue  # other event types share nothing with the ledger
+        logger.info("idempotency ledger rebuilt with %d recent requests", len(ledger))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        await ensure_topics(settings.kafka, topics)
+        await remember_recent_submissions()
+        async with provider:
+            await transactional.start()
+            await broker.start()
+            try:
+                yield
+            finally:
+                await broker.stop()
+                await transactional.stop()
+
+    app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(build_router(submitter, publish_submitted, max_upload_bytes=settings.max_upload_bytes))
+    app.include_router(health_router(broker, SERVICE))
+    app.state.broker = broker
+    app.state.settings = settings
+    return app

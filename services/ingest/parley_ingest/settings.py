@@ -1,0 +1,25 @@
+"""ingest's settings: the shared pieces plus its HTTP listener, webhook and idempotency window."""
+
+from __future__ import annotations
+
+import socket
+
+from parley_shared.settings import ParleySettings
+from pydantic import Field
+
+
+class IngestSettings(ParleySettings):
+    http_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    http_port: int = Field(8701, description="port of the HTTP API")
+    webhook_url: str | None = Field(
+        None,
+        description="job-watcher's webhook (e.g. http://job-watcher:8702/webhooks/jobs), passed to the provider",
+    )
+    group_id: str = Field("parley-ingest", description="consumer group on the requests topic")
+    instance_id: str = Field(
+        default_factory=socket.gethostname, description="unique per replica; names the transactional producer"
+    )
+    idempotency_window_hours: float = Field(
+        24.0, gt=0, description="how far back a repeated requestId is recognised after a restart"
+    )
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest audio/video upload accepted")

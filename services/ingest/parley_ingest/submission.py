@@ -1,0 +1,77 @@
+"""Submitting conversations to the provider: the domain of ingest, free of Kafka and HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Any
+
+from parley_shared.events import JobSubmitted, MediaKind, ProcessRequested
+from parley_shared.provider import ProcessResponse, ProviderClient
+
+from parley_ingest.ledger import RequestLedger
+
+
+class Submitter:
+    """Calls the provider's Async API once per requestId and describes the result as a ``JobSubmitted``."""
+
+    def __init__(self, provider: ProviderClient, ledger: RequestLedger, *, webhook_url: str | None) -> None:
+        self._provider = provider
+        self._ledger = ledger
+        self._webhook_url = webhook_url
+
+    def _with_webhook(self, options: dict[str, Any]) -> dict[str, Any]:
+        if self._webhook_url and "webhookUrl" not in options:
+            return {**options, "webhookUrl": self._webhook_url}
+        return options
+
+    def _submitted(self, request_id: str, kind: MediaKind, accepted: ProcessResponse) -> JobSubmitted:
+        return JobSubmitted(
+            request_id=request_id,
+            conversation_id=accepted.conversation_id,
+            job_id=accepted.job_id,
+            kind=kind,
+            webhook_url=self._webhook_url,
+        )
+
+    async def submit(self, request: ProcessRequested) -> tuple[JobSubmitted, bool]:
+        """Submit a text or media-URL request; returns the job and whether this call created it."""
+
+        async def call_provider() -> JobSubmitted:
+            body = self._with_webhook(request.provider_body())
+            if request.kind is MediaKind.TEXT:
+                accepted = await self._provider.submit_text(body, conversation_id=request.conversation_id)
+            else:
+                accepted = await self._provider.submit_media_url(
+                    request.kind.value,  # type: ignore[arg-type]
+                    body,
+                    conversation_id=request.conversation_id,
+                )
+            return self._submitted(request.request_id, request.kind, accepted)
+
+        return await self._ledger.once(request.request_id, call_provider)
+
+    async def submit_file(
+        self,
+        *,
+        request_id: str,
+        kind: MediaKind,
+        content: AsyncIterable[bytes],
+        content_type: str,
+        content_length: int | None,
+        options: dict[str, Any],
+        conversation_id: str | None,
+    ) -> tuple[JobSubmitted, bool]:
+        """Stream an uploaded audio/video file to the provider without holding it in memory."""
+
+        async def call_provider() -> JobSubmitted:
+            accepted = await self._provider.submit_media_file(
+                kind.value,  # type: ignore[arg-type]
+                content,
+                content_type=content_type,
+                content_length=content_length,
+                options=self._with_webhook(options),
+                conversation_id=conversation_id,
+            )
+            return self._submitted(request_id, kind, accepted)
+
+        return await self._ledger.once(request_id, call_provider)

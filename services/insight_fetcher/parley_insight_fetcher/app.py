@@ -1,0 +1,86 @@
+"""insight-fetcher: the composition root.
+
+Consumes  parley.completions   JobCompleted / JobFailed (read_committed, batches)
+Calls     GET /v1/conversations/{id}/{messages,topics,questions,action-items,follow-ups,entities,analytics,
+          summary,members}, concurrently within a bound, only after the job's JobCompleted
+Produces  parley.insights      one InsightsReady per jobId, keyed by conversationId (in one transaction with
+                               the consumed offsets, so a crash can neither lose nor duplicate it)
+          parley.dead-letters  completions that cannot be handled (bad record, conversation gone)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.kafka import KafkaMessage
+from parley_shared.health import health_router
+from parley_shared.kafka.connection import make_broker
+from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
+from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
+from parley_shared.kafka.topics import ensure_topics
+from parley_shared.logs import configure_logging
+from parley_shared.provider import ProviderClient
+
+from parley_insight_fetcher.fetching import handle_completion
+from parley_insight_fetcher.settings import InsightFetcherSettings
+
+SERVICE = "insight-fetcher"
+
+
+def create_app(settings: InsightFetcherSettings | None = None, *, publisher: AtomicPublisher | None = None) -> FastAPI:
+    settings = settings or InsightFetcherSettings()
+    topics = settings.topics
+    broker = make_broker(settings.kafka, client_id=f"parley-insight-fetcher-{settings.instance_id}")
+    provider = ProviderClient(settings.provider)
+    transactional: AtomicPublisher = publisher or TransactionalPublisher(
+        settings.kafka,
+        transactional_id=f"parley-insight-fetcher-{settings.instance_id}",
+        client_id=f"parley-insight-fetcher-{settings.instance_id}",
+    )
+    step = ConsumeProduceStep(
+        service=SERVICE,
+        handle_record=handle_completion(provider, topics, reads_in_flight=settings.reads_per_conversation),
+        publisher=lambda: transactional,
+        group_id=settings.group_id,
+        dead_letter_topic=topics.dead_letters,
+        policy=StepPolicy(concurrency=settings.conversations_in_flight),
+    )
+
+    @broker.subscriber(
+        topics.completions,
+        group_id=settings.group_id,
+        batch=True,
+        max_records=256,
+        ack_policy=AckPolicy.MANUAL,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        description="JobCompleted: read the conversation's insights and publish InsightsReady; JobFailed: nothing",
+    )
+    async def on_completion(msg: KafkaMessage) -> None:
+        await step(msg)
+
+    broker.publisher(
+        topics.insights,
+        description="InsightsReady, keyed by conversationId; compacted, so the latest bundle per conversation stays",
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        await ensure_topics(settings.kafka, topics)
+        async with provider:
+            await transactional.start()
+            await broker.start()
+            try:
+                yield
+            finally:
+                await broker.stop()
+                await transactional.stop()
+
+    app = FastAPI(title="Parley insight-fetcher", version="0.1.0", lifespan=lifespan)
+    app.include_router(health_router(broker, SERVICE))
+    app.state.broker = broker
+    return app

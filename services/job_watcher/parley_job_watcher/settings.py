@@ -1,0 +1,30 @@
+"""job-watcher's settings: the shared pieces plus its webhook listener and polling policy."""
+
+from __future__ import annotations
+
+import socket
+
+from parley_shared.settings import ParleySettings
+from pydantic import Field
+
+
+class JobWatcherSettings(ParleySettings):
+    http_host: str = Field("127.0.0.1", description="address the webhook listener binds")
+    http_port: int = Field(8702, description="port of the webhook listener (POST /webhooks/jobs)")
+    group_id: str = Field("parley-job-watcher", description="consumer group on the jobs topic")
+    instance_id: str = Field(
+        default_factory=socket.gethostname, description="unique per replica; names the transactional producer"
+    )
+    poll_initial_seconds: float = Field(1.0, gt=0, description="first status poll after submission")
+    poll_factor: float = Field(2.0, ge=1, description="each poll interval is this times the last")
+    poll_max_interval_seconds: float = Field(60.0, gt=0, description="longest interval between polls")
+    poll_jitter: float = Field(0.1, ge=0, le=1, description="intervals are stretched by up to this fraction")
+    webhook_fallback_interval_seconds: float = Field(
+        120.0, gt=0, description="poll interval once a job's webhooks have been seen to arrive"
+    )
+    job_deadline_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="a job not finished this long after submission fails with reason 'deadline'",
+    )
+    max_concurrent_polls: int = Field(64, ge=1, description="status requests in flight at once")

@@ -1,0 +1,287 @@
+"""Watching provider jobs until each ends, and announcing exactly one outcome per job.
+
+Plain domain code: it is handed the provider client, a publisher and the clock, and knows nothing of faststream
+or HTTP. Completions arrive by webhook (confirmed with ``GET /v1/job/{jobId}`` before acting) or by polling, in
+any order and any number of times; the first confirmed terminal status wins and the job leaves the scheduler at
+once, so no second outcome can be produced. Outcomes are published in batches, each in one transaction with its
+``JobResolved`` markers and the jobs-topic offsets that became safe to commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiokafka import TopicPartition
+from parley_shared.events import JobCompleted, JobFailed, JobResolved, JobSubmitted
+from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
+from parley_shared.provider import JobNotFound, JobStatus, ProviderClient, ProviderError
+from parley_shared.settings import TopicNames
+
+from parley_job_watcher.progress import PartitionProgress
+from parley_job_watcher.scheduler import PendingJob, PollScheduler
+
+logger = logging.getLogger("parley.job_watcher")
+
+TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED}
+
+
+class RecentIds:
+    """A bounded set: the most recent ``capacity`` ids."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, Any] = OrderedDict()
+
+    def add(self, key: str, value: Any = True) -> None:
+        self._ids[key] = value
+        self._ids.move_to_end(key)
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def pop(self, key: str) -> Any:
+        return self._ids.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+
+class JobWatch:
+    def __init__(
+        self,
+        *,
+        provider: ProviderClient,
+        publisher: Callable[[], AtomicPublisher],
+        topics: TopicNames,
+        group_id: str,
+        scheduler: PollScheduler,
+        max_concurrent_polls: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._provider = provider
+        self._publisher = publisher
+        self._topics = topics
+        self._group_id = group_id
+        self.scheduler = scheduler
+        self._clock = clock
+        self._polls = asyncio.Semaphore(max_concurrent_polls)
+        self.partitions: dict[int, PartitionProgress] = {}
+        self._settled = RecentIds(200_000)  # job ids whose outcome is published (duplicates ignored)
+        self._early_webhooks = RecentIds(50_000)  # statuses reported before the job's JobSubmitted was read
+        self._outbox: list[OutgoingRecord] = []
+        self._outbox_has_work = asyncio.Event()
+        self._scheduler_changed = asyncio.Event()
+        self._offsets_dirty = False
+        self._checks: set[asyncio.Task[None]] = set()
+        self.status_polls = 0
+        self.webhooks_received = 0
+
+    # ---- partitions ---------------------------------------------------------------------------------------
+
+    def assign(self, partition: int, committed: int, end: int) -> None:
+        self.partitions[partition] = PartitionProgress(next_offset=committed, end_at_assignment=end)
+
+    def revoke(self, partition: int) -> None:
+        """Forget a partition's jobs: its new owner rebuilds them from the last committed offset."""
+        self.partitions.pop(partition, None)
+        for job in self.scheduler.jobs():
+            if job.partition == partition:
+                self.scheduler.remove(job.job_id)
+
+    def commit_positions(self) -> dict[TopicPartition, int]:
+        return {TopicPartition(self._topics.jobs, p): progress.safe_offset() for p, progress in self.partitions.items()}
+
+    # ---- input ----------------------------------------------------------------------------------------------
+
+    def on_record_seen(self, partition: int, offset: int) -> None:
+        progress = self.partitions.setdefault(partition, PartitionProgress())
+        progress.seen(offset)
+        self._offsets_dirty = True
+
+    def on_submitted(self, event: JobSubmitted, partition: int, offset: int) -> None:
+        self.on_record_seen(partition, offset)
+        if event.job_id in self._settled or event.job_id in self.scheduler:
+            return  # a repeated JobSubmitted (ingest republishes on retries)
+        job = PendingJob(
+            job_id=event.job_id,
+            conversation_id=event.conversation_id,
+            request_id=event.request_id,
+            submitted_at=event.submitted_at.timestamp(),
+            partition=partition,
+            offset=offset,
+            deadline=event.submitted_at.timestamp() + self.scheduler.policy.deadline_seconds,
+        )
+        self.scheduler.add(job, self._clock())
+        self.partitions[partition].hold(offset)
+        early = self._early_webhooks.pop(event.job_id)
+        if early is not None:
+            self._apply_webhook(job, early)
+        self._scheduler_changed.set()
+
+    def on_resolved(self, event: JobResolved, partition: int, offset: int) -> None:
+        """A marker replayed from the jobs topic: this job was settled before (by us or a previous owner)."""
+        self.on_record_seen(partition, offset)
+        self._settled.add(event.job_id)
+        job = self.scheduler.remove(event.job_id)
+        if job is not None:
+            self.partitions[job.partition].release(job.offset)
+
+    def on_webhook(self, job_id: str, status: JobStatus) -> str:
+        """A provider callback; returns what was done with it (for the HTTP response)."""
+        self.webhooks_received += 1
+        if job_id in self._settled:
+            return "already settled"
+        job = self.scheduler.get(job_id)
+        if job is None:
+            # The webhook can beat the JobSubmitted record; keep it until that arrives.
+            self._early_webhooks.add(job_id, status)
+            return "noted before the job was seen"
+        self._apply_webhook(job, status)
+        return "checking" if status in TERMINAL else "noted"
+
+    def _apply_webhook(self, job: PendingJob, status: JobStatus) -> None:
+        job.webhooks_arriving = True
+        now = self._clock()
+        if status in TERMINAL:
+            self.scheduler.schedule(job, now)  # confirm at once with GET /v1/job
+        else:
+            self.scheduler.schedule_next_poll(job, now)
+        self._scheduler_changed.set()
+
+    # ---- polling --------------------------------------------------------------------------------------------
+
+    async def run_polling(self) -> None:
+        """The one timer loop: wait for the earliest due job, check every due job, repeat."""
+        while True:
+            now = self._clock()
+            next_due = self.scheduler.next_due()
+            if next_due is None or next_due > now:
+                self._scheduler_changed.clear()
+                timeout = None if next_due is None else next_due - now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._scheduler_changed.wait(), timeout=timeout)
+                continue
+            for job in self.scheduler.pop_due(now, limit=1000):
+                progress = self.partitions.get(job.partition)
+                if progress is not None and progress.replaying:
+                    # Its JobResolved marker may still be ahead in the partition: check once caught up.
+                    self.scheduler.schedule(job, now + 0.2)
+                    continue
+                await self._polls.acquire()
+                check = asyncio.create_task(self._check(job))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
+
+    async def _check(self, job: PendingJob) -> None:
+        try:
+            if job.job_id not in self.scheduler:
+                return
+            now = self._clock()
+            try:
+                self.status_polls += 1
+                state = await self._provider.get_job(job.job_id)
+            except JobNotFound:
+                self._settle(job, failure="the provider does not know this job", detected_by="poll")
+                return
+            except ProviderError as error:
+                logger.warning("status of job %s unavailable (%s); will retry", job.job_id, error)
+                job.polls += 1
+                self._reschedule_or_expire(job, now)
+                return
+            job.polls += 1
+            if job.job_id not in self.scheduler:
+                return  # settled meanwhile by another check
+            if state.status is JobStatus.COMPLETED:
+                self._settle(job, detected_by="webhook" if job.webhooks_arriving else "poll")
+            elif state.status is JobStatus.FAILED:
+                self._settle(job, failure=state.reason or "the provider reported the job failed", detected_by="poll")
+            else:
+                self._reschedule_or_expire(job, now)
+        finally:
+            self._polls.release()
+
+    def _reschedule_or_expire(self, job: PendingJob, now: float) -> None:
+        if now >= job.deadline:
+            self._settle(job, failure="deadline", detected_by="poll")
+        else:
+            self.scheduler.schedule_next_poll(job, now)
+            self._scheduler_changed.set()
+
+    # ---- output ---------------------------------------------------------------------------------------------
+
+    def _settle(self, job: PendingJob, *, detected_by: Literal["webhook", "poll"], failure: str | None = None) -> None:
+        """Take the job out of the scheduler (so nothing can settle it again) and queue its outcome."""
+        if self.scheduler.remove(job.job_id) is None:
+            return
+        self._settled.add(job.job_id)
+        submitted_at = datetime.fromtimestamp(job.submitted_at, UTC)
+        outcome: JobCompleted | JobFailed
+        if failure is None:
+            outcome = JobCompleted(
+                request_id=job.request_id,
+                conversation_id=job.conversation_id,
+                job_id=job.job_id,
+                submitted_at=submitted_at,
+                detected_by=detected_by,
+            )
+        else:
+            outcome = JobFailed(
+                request_id=job.request_id,
+                conversation_id=job.conversation_id,
+                job_id=job.job_id,
+                submitted_at=submitted_at,
+                reason=failure,
+            )
+        marker = JobResolved(
+            request_id=job.request_id,
+            conversation_id=job.conversation_id,
+            job_id=job.job_id,
+            outcome="completed" if failure is None else "failed",
+        )
+        key = job.conversation_id.encode()
+        self._outbox.append(OutgoingRecord(topic=self._topics.completions, key=key, value=outcome.to_wire()))
+        self._outbox.append(OutgoingRecord(topic=self._topics.jobs, key=key, value=marker.to_wire()))
+        self.partitions[job.partition].release(job.offset)
+        self._offsets_dirty = True
+        self._outbox_has_work.set()
+
+    def drop_unpublished(self) -> None:
+        """Forget queued outcomes that could not be published: the partitions' next owner settles those jobs."""
+        self._outbox.clear()
+        self._outbox_has_work.clear()
+
+    def queue(self, record: OutgoingRecord) -> None:
+        """Queue a record (a dead letter) for the next transaction."""
+        self._outbox.append(record)
+        self._outbox_has_work.set()
+
+    async def flush(self) -> None:
+        """Publish everything queued, with the offsets now safe to commit, in one transaction."""
+        records, self._outbox = self._outbox, []
+        self._outbox_has_work.clear()
+        dirty, self._offsets_dirty = self._offsets_dirty, False
+        if not records and not dirty:
+            return
+        try:
+            await self._publisher().publish(records, consumed=self.commit_positions(), group_id=self._group_id)
+        except BaseException:
+            self._outbox[:0] = records  # keep them, in order, for the next try
+            self._offsets_dirty = True
+            raise
+
+    async def run_publishing(self, *, idle_commit_seconds: float = 1.0) -> None:
+        """Group commit: one transaction for everything settled while the previous one was in flight."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_has_work.wait(), timeout=idle_commit_seconds)
+            try:
+                await self.flush()
+            except Exception as error:
+                logger.error("could not publish outcomes (%s); retrying", error)
+                await asyncio.sleep(1.0)

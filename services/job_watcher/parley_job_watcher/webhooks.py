@@ -1,0 +1,44 @@
+"""POST /webhooks/jobs: the provider's job status callbacks, taken as hints and confirmed before acting."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from parley_shared.events import IdStr
+from parley_shared.provider import JobStatus
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from parley_job_watcher.watch import JobWatch
+
+
+class JobStatusCallback(BaseModel):
+    """Symbl documents ``jobId`` and shows ``id`` in examples; the engine sends both. Either is enough."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    job_id: IdStr | None = Field(None, alias="jobId", description="the job whose status changed")
+    id: IdStr | None = Field(None, description="the same job id, as Symbl's examples spell it")
+    status: JobStatus = Field(description="scheduled, in_progress, completed or failed")
+    conversation_id: IdStr | None = Field(None, alias="conversationId", description="the job's conversation")
+
+    @model_validator(mode="after")
+    def _has_job_id(self) -> JobStatusCallback:
+        if not (self.job_id or self.id):
+            raise ValueError("a job status callback needs 'jobId' (or 'id')")
+        return self
+
+
+class CallbackReceipt(BaseModel):
+    job_id: str = Field(alias="jobId")
+    action: str = Field(description="what job-watcher did with the callback")
+
+
+def webhook_router(watch: JobWatch) -> APIRouter:
+    router = APIRouter(tags=["webhooks"])
+
+    @router.post("/webhooks/jobs", status_code=202, summary="Job status callback from the provider")
+    async def job_status_changed(callback: JobStatusCallback) -> CallbackReceipt:
+        job_id = callback.job_id or callback.id
+        assert job_id is not None  # guaranteed by the model
+        return CallbackReceipt(jobId=job_id, action=watch.on_webhook(job_id, callback.status))
+
+    return router

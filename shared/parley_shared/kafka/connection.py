@@ -1,0 +1,60 @@
+"""One place that turns ``KafkaSettings`` into client options, for faststream and for raw aiokafka clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from parley_shared.settings import KafkaSettings
+
+
+def _ssl_context(settings: KafkaSettings) -> Any:
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    return create_ssl_context(cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile)
+
+
+def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for ``AIOKafkaProducer``/``AIOKafkaConsumer``/``AIOKafkaAdminClient``."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    ssl_context = _ssl_context(settings)
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    if settings.security_protocol.startswith("SASL"):
+        if not settings.sasl_mechanism or not settings.sasl_username or settings.sasl_password is None:
+            raise ValueError("SASL needs PARLEY_KAFKA__SASL_MECHANISM, _SASL_USERNAME and _SASL_PASSWORD")
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+def broker_security(settings: KafkaSettings) -> BaseSecurity | None:
+    """The faststream security object for the same settings (so AsyncAPI documents it too)."""
+    ssl_context = _ssl_context(settings)
+    use_ssl = ssl_context is not None
+    if not settings.security_protocol.startswith("SASL"):
+        return BaseSecurity(ssl_context=ssl_context, use_ssl=use_ssl) if use_ssl else None
+    options = aiokafka_options(settings)
+    username, password = options["sasl_plain_username"], options["sasl_plain_password"]
+    security_class = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[
+        options["sasl_mechanism"]
+    ]
+    return security_class(username=username, password=password, ssl_context=ssl_context, use_ssl=use_ssl)
+
+
+def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
+    """A faststream broker with an idempotent producer (no duplicates from producer retries)."""
+    return KafkaBroker(
+        settings.bootstrap_servers,
+        security=broker_security(settings),
+        client_id=client_id,
+        enable_idempotence=True,
+        **kwargs,
+    )

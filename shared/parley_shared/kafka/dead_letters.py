@@ -1,0 +1,75 @@
+"""Turning a record that cannot be handled into a dead letter: the reason, where it came from, the original bytes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from parley_shared.events import DeadLetter
+from parley_shared.kafka.publishing import OutgoingRecord
+
+
+def _peek_ids(value: bytes | None) -> dict[str, str | None]:
+    """Best effort: the ids of a broken record, so an operator can find what it was about."""
+    try:
+        body = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    ids: dict[str, str | None] = {}
+    for wire, name in (
+        ("requestId", "request_id"),
+        ("conversationId", "conversation_id"),
+        ("jobId", "job_id"),
+    ):
+        candidate = body.get(wire)
+        if isinstance(candidate, str) and len(candidate) <= 200:
+            ids[name] = candidate
+    return ids
+
+
+def dead_letter(
+    *,
+    service: str,
+    topic: str,
+    error: BaseException | str,
+    value: bytes | None,
+    key: bytes | None = None,
+    source_topic: str | None = None,
+    source_partition: int | None = None,
+    source_offset: int | None = None,
+    attempts: int = 1,
+) -> OutgoingRecord:
+    reason = error if isinstance(error, str) else (str(error) or type(error).__name__)
+    letter = DeadLetter(
+        service=service,
+        reason=reason[:4_000],
+        error_type="InvalidInput" if isinstance(error, str) else type(error).__name__,
+        attempts=attempts,
+        source_topic=source_topic,
+        source_partition=source_partition,
+        source_offset=source_offset,
+        original_key=base64.b64encode(key).decode() if key is not None else None,
+        original_value=base64.b64encode(value or b"").decode(),
+        **_peek_ids(value),
+    )
+    return OutgoingRecord(topic=topic, key=key, value=letter.to_wire())
+
+
+def dead_letter_from_record(
+    record: Any, *, service: str, topic: str, error: BaseException | str, attempts: int = 1
+) -> OutgoingRecord:
+    """A dead letter for an aiokafka ``ConsumerRecord``."""
+    return dead_letter(
+        service=service,
+        topic=topic,
+        error=error,
+        value=record.value,
+        key=record.key,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        attempts=attempts,
+    )

@@ -1,0 +1,46 @@
+"""Client for the Symbl-compatible conversation-intelligence provider (the engine or a compatible API)."""
+
+from parley_shared.provider.client import (
+    DEFAULT_INSIGHT_CONCURRENCY,
+    MediaKind,
+    ProviderClient,
+    ResponseObservation,
+    ResponseObserver,
+    encode_upload_options,
+    token_refresh_margin,
+)
+from parley_shared.provider.errors import (
+    ConversationNotFound,
+    JobNotFound,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    UnexpectedProviderResponse,
+)
+from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, JobStatus, ProcessResponse
+from parley_shared.provider.retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "DEFAULT_INSIGHT_CONCURRENCY",
+    "AccessToken",
+    "ConversationNotFound",
+    "InsightEndpoint",
+    "JobNotFound",
+    "JobState",
+    "JobStatus",
+    "MediaKind",
+    "ProcessResponse",
+    "ProviderAuthError",
+    "ProviderClient",
+    "ProviderError",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "ResponseObservation",
+    "ResponseObserver",
+    "RetryPolicy",
+    "UnexpectedProviderResponse",
+    "encode_upload_options",
+    "parse_retry_after",
+    "token_refresh_margin",
+]

@@ -1,0 +1,86 @@
+"""Settings pieces shared by every service; each service composes its own ``Settings`` from them.
+
+Everything is read by pydantic-settings with the ``PARLEY_`` prefix; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The engine's documented development credential pair (see the README); a deployment sets its own.
+DEVELOPMENT_APP_ID = "parley-dev"
+DEVELOPMENT_APP_SECRET = "parley-dev-secret"
+DEFAULT_API_URL = "http://127.0.0.1:8700"
+
+
+class TopicNames(BaseModel):
+    """The Kafka topics Parley uses (each configurable, e.g. ``PARLEY_TOPICS__INSIGHTS``)."""
+
+    requests: str = Field("parley.requests", description="ProcessRequested commands from upstream systems")
+    jobs: str = Field("parley.jobs", description="JobSubmitted events from ingest")
+    completions: str = Field("parley.completions", description="JobCompleted / JobFailed from job-watcher")
+    insights: str = Field("parley.insights", description="InsightsReady bundles (compacted)")
+    dead_letters: str = Field("parley.dead-letters", description="records no service could handle")
+
+
+class KafkaSettings(BaseModel):
+    """How to reach Kafka, including SASL/SSL for managed clusters."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle used to verify the brokers")
+    ssl_certfile: str | None = Field(None, description="client certificate for mutual TLS")
+    ssl_keyfile: str | None = Field(None, description="client key for mutual TLS")
+    topic_partitions: int = Field(6, ge=1, description="partitions for topics Parley creates")
+    topic_replication_factor: int = Field(1, ge=1, description="replication factor for topics Parley creates")
+
+
+class ProviderSettings(BaseModel):
+    """The Symbl-compatible conversation-intelligence API and how hard to lean on it."""
+
+    url: str = Field(DEFAULT_API_URL, description="base URL of the provider (the engine by default)")
+    app_id: str = Field(DEVELOPMENT_APP_ID, description="appId for /oauth2/token:generate")
+    app_secret: SecretStr = Field(SecretStr(DEVELOPMENT_APP_SECRET), description="appSecret for token generation")
+    timeout_seconds: float = Field(30.0, gt=0, description="per-request timeout")
+    max_attempts: int = Field(6, ge=1, description="attempts per request for timeouts, 5xx and 429")
+    backoff_base_seconds: float = Field(0.2, gt=0, description="first retry delay; doubles per attempt, jittered")
+    backoff_max_seconds: float = Field(10.0, gt=0, description="cap on one retry delay")
+    max_concurrent_jobs: int = Field(50, ge=1, description="job submissions in flight at once (providers cap jobs)")
+    max_connections: int = Field(100, ge=1, description="HTTP connections to the provider")
+
+
+class ParleySettings(BaseSettings):
+    """Base of every service's settings: Kafka, topics and the provider.
+
+    Nested values use ``__``: ``PARLEY_KAFKA__SECURITY_PROTOCOL``. The documented flat names
+    (``PARLEY_KAFKA_BOOTSTRAP_SERVERS``, ``PARLEY_API_URL``, ``PARLEY_APP_ID``, ``PARLEY_APP_SECRET``) are
+    accepted too, and win over the nested spelling.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    provider: ProviderSettings = Field(default_factory=ProviderSettings)
+
+    kafka_bootstrap_servers: str | None = Field(None, description="shorthand for kafka.bootstrap_servers")
+    api_url: str | None = Field(None, description="shorthand for provider.url")
+    app_id: str | None = Field(None, description="shorthand for provider.app_id")
+    app_secret: SecretStr | None = Field(None, description="shorthand for provider.app_secret")
+    log_level: str = Field("INFO", description="log level of the service")
+
+    def model_post_init(self, __context: object) -> None:
+        if self.kafka_bootstrap_servers:
+            self.kafka.bootstrap_servers = self.kafka_bootstrap_servers
+        if self.api_url:
+            self.provider.url = self.api_url
+        if self.app_id:
+            self.provider.app_id = self.app_id
+        if self.app_secret:
+            self.provider.app_secret = self.app_secret
