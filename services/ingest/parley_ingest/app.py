@@ -37,12 +37,17 @@ logger = logging.getLogger("parley.ingest")
 SERVICE = "ingest"
 
 
-def create_app(settings: IngestSettings | None = None, *, publisher: AtomicPublisher | None = None) -> FastAPI:
+def create_app(
+    settings: IngestSettings | None = None,
+    *,
+    publisher: AtomicPublisher | None = None,
+    provider: ProviderClient | None = None,
+) -> FastAPI:
     """Build the service. ``publisher`` replaces the transactional producer in in-memory broker tests."""
     settings = settings or IngestSettings()
     topics = settings.topics
     broker = make_broker(settings.kafka, client_id=f"parley-ingest-{settings.instance_id}")
-    provider = ProviderClient(settings.provider)
+    provider = provider or ProviderClient(settings.provider)
     ledger = RequestLedger()
     submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
     transactional: AtomicPublisher = publisher or TransactionalPublisher(

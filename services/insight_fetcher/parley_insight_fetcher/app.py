@@ -30,11 +30,16 @@ from parley_insight_fetcher.settings import InsightFetcherSettings
 SERVICE = "insight-fetcher"
 
 
-def create_app(settings: InsightFetcherSettings | None = None, *, publisher: AtomicPublisher | None = None) -> FastAPI:
+def create_app(
+    settings: InsightFetcherSettings | None = None,
+    *,
+    publisher: AtomicPublisher | None = None,
+    provider: ProviderClient | None = None,
+) -> FastAPI:
     settings = settings or InsightFetcherSettings()
     topics = settings.topics
     broker = make_broker(settings.kafka, client_id=f"parley-insight-fetcher-{settings.instance_id}")
-    provider = ProviderClient(settings.provider)
+    provider = provider or ProviderClient(settings.provider)
     transactional: AtomicPublisher = publisher or TransactionalPublisher(
         settings.kafka,
         transactional_id=f"parley-insight-fetcher-{settings.instance_id}",

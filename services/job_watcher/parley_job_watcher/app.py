@@ -70,11 +70,16 @@ class JobsPartitionListener(ConsumerRebalanceListener):
         logger.info("watching jobs of partitions %s", sorted(tp.partition for tp in assigned))
 
 
-def create_app(settings: JobWatcherSettings | None = None, *, publisher: AtomicPublisher | None = None) -> FastAPI:
+def create_app(
+    settings: JobWatcherSettings | None = None,
+    *,
+    publisher: AtomicPublisher | None = None,
+    provider: ProviderClient | None = None,
+) -> FastAPI:
     settings = settings or JobWatcherSettings()
     topics = settings.topics
     broker = make_broker(settings.kafka, client_id=f"parley-job-watcher-{settings.instance_id}")
-    provider = ProviderClient(settings.provider)
+    provider = provider or ProviderClient(settings.provider)
     transactional: AtomicPublisher = publisher or TransactionalPublisher(
         settings.kafka,
         transactional_id=f"parley-job-watcher-{settings.instance_id}",
@@ -112,7 +117,7 @@ def create_app(settings: JobWatcherSettings | None = None, *, publisher: AtomicP
     @jobs_subscriber
     async def on_jobs_topic(msg: KafkaMessage) -> None:
         raw = msg.raw_message
-        for record in raw if isinstance(raw, tuple) else (raw,):
+        for record in raw if isinstance(raw, (tuple, list)) else (raw,):
             try:
                 event = jobs_topic_adapter.validate_json(record.value or b"")
             except ValidationError as error:

@@ -124,7 +124,7 @@ class ConsumeProduceStep:
 
     async def __call__(self, msg: KafkaMessage) -> None:
         raw = msg.raw_message
-        records: Sequence[Any] = raw if isinstance(raw, tuple) else (raw,)
+        records: Sequence[Any] = raw if isinstance(raw, (tuple, list)) else (raw,)
         attempt = 1
         while True:
             try:

@@ -95,6 +95,9 @@ def encode_upload_options(options: Mapping[str, Any]) -> dict[str, str]:
     return query
 
 
+_MIN_REDACTED_LENGTH = 6
+
+
 @dataclass
 class _CachedToken:
     token: AccessToken
@@ -554,10 +557,14 @@ class ProviderClient:
         else:
             excerpt = response.text.strip()[:_PROVIDER_MESSAGE_LIMIT]
             message = excerpt or response.reason_phrase or "no message"
-        cached = self._token
-        if cached is not None:
-            message = message.replace(cached.token.access_token.get_secret_value(), "[redacted]")
-        return message.replace(self._settings.app_secret.get_secret_value(), "[redacted]")
+        secrets = [self._settings.app_secret.get_secret_value()]
+        if self._token is not None:
+            secrets.append(self._token.token.access_token.get_secret_value())
+        for secret in secrets:
+            # A secret too short to be real would blank out ordinary words of the message.
+            if len(secret) >= _MIN_REDACTED_LENGTH:
+                message = message.replace(secret, "[redacted]")
+        return message
 
 
 def _request_was_not_sent(exc: httpx.TransportError) -> bool:

@@ -1,0 +1,220 @@
+"""End to end on the real broker: the provider double and the three services as separate processes.
+
+The double records every call with its time and moves jobs scheduled → in_progress → completed/failed after a
+delay, so these tests can prove the gate (no Conversation API read before its job completed), exactly one outcome
+per job, idempotent submission, dead letters for bad commands, and recovery of pending jobs after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from parley_cli.local_stack import LocalStack
+from parley_cli.watching import TopicFollower
+from parley_devtools.provider_double import gate_violations
+from parley_shared.events import MediaKind, ProcessRequested
+from parley_shared.settings import KafkaSettings, TopicNames
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def text_body(n: int, *, fail: bool = False) -> dict[str, Any]:
+    marker = " #fail" if fail else ""
+    return {
+        "name": f"e2e conversation {n}",
+        "messages": [
+            {"payload": {"content": f"Hello, this is message one of conversation {n}.{marker}"},
+             "from": {"userId": "ana@example.com", "name": "Ana"}},
+            {"payload": {"content": "Will you send the report by Friday?"},
+             "from": {"userId": "ben@example.com", "name": "Ben"}},
+        ],
+    }
+
+
+class Pipeline:
+    def __init__(self, stack: LocalStack, topics: TopicNames, kafka: KafkaSettings) -> None:
+        self.stack, self.topics, self.kafka = stack, topics, kafka
+
+    @property
+    def ingest(self) -> str:
+        return self.stack.processes["ingest"].url
+
+    @property
+    def double(self) -> str:
+        return self.stack.processes["provider-double"].url
+
+    def restart(self, name: str, *, kill: bool) -> None:
+        service = self.stack.processes[name]
+        port = service.port
+        self.stack.stop(name, kill=kill)
+        self.stack.start(name, port=port, extra_env=self.extra_env.get(name))
+
+    extra_env: dict[str, dict[str, str]] = {}
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    run = uuid.uuid4().hex[:8]
+    topics = TopicNames(
+        requests=f"e2e-{run}.requests", jobs=f"e2e-{run}.jobs", completions=f"e2e-{run}.completions",
+        insights=f"e2e-{run}.insights", dead_letters=f"e2e-{run}.dead-letters",
+    )
+    env = {
+        "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "PARLEY_TOPICS__REQUESTS": topics.requests,
+        "PARLEY_TOPICS__JOBS": topics.jobs,
+        "PARLEY_TOPICS__COMPLETIONS": topics.completions,
+        "PARLEY_TOPICS__INSIGHTS": topics.insights,
+        "PARLEY_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        "PARLEY_KAFKA__TOPIC_PARTITIONS": "3",
+        "PARLEY_LOG_LEVEL": "INFO",
+        "PARLEY_POLL_INITIAL_SECONDS": "0.5",
+        "PARLEY_INSTANCE_ID": f"e2e-{run}",
+    }
+    stack = LocalStack(log_dir=tmp_path_factory.mktemp("e2e-logs"), env=env)
+    try:
+        double = stack.start(
+            "provider-double", port=free_port(), ready_path="/_double/jobs",
+            extra_env={"PARLEY_DOUBLE_SCHEDULED_SECONDS": "0.2", "PARLEY_DOUBLE_PROCESSING_SECONDS": "1.0"},
+        )
+        stack.env["PARLEY_API_URL"] = double.url
+        watcher = stack.start("job-watcher", port=free_port())
+        stack.start("insight-fetcher", port=free_port())
+        Pipeline.extra_env = {"ingest": {"PARLEY_WEBHOOK_URL": f"{watcher.url}/webhooks/jobs"}}
+        stack.start("ingest", port=free_port(), extra_env=Pipeline.extra_env["ingest"])
+        yield Pipeline(stack, topics, KafkaSettings(bootstrap_servers=kafka_bootstrap))
+    finally:
+        stack.stop_all()
+
+
+async def collect(follower: TopicFollower, expected_jobs: set[str], *, settle_seconds: float = 3.0,
+                  wait_seconds: float = 60.0) -> dict[str, list[dict[str, Any]]]:
+    """Events by eventType until every expected job has an outcome, then a little longer to catch duplicates."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    finished: set[str] = set()
+
+    async def read(until_done: bool) -> None:
+        async for _, event in follower.events():
+            seen.setdefault(event.get("eventType", "?"), []).append(event)
+            if event.get("eventType") in ("InsightsReady", "JobFailed", "DeadLetter"):
+                finished.add(event.get("jobId") or event.get("requestId") or "?")
+            if until_done and expected_jobs <= finished:
+                return
+
+    await asyncio.wait_for(read(True), wait_seconds)
+    try:
+        await asyncio.wait_for(read(False), settle_seconds)
+    except TimeoutError:
+        pass
+    return seen
+
+
+async def submit_text(client: httpx.AsyncClient, body: dict[str, Any], key: str | None = None,
+                      conversation_id: str | None = None) -> dict[str, Any]:
+    headers = {"Idempotency-Key": key} if key else {}
+    if conversation_id:
+        response = await client.put(f"/v1/process/text/{conversation_id}", json=body, headers=headers)
+    else:
+        response = await client.post("/v1/process/text", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    return accepted
+
+
+async def test_every_conversation_ends_in_exactly_one_outcome(pipeline: Pipeline) -> None:
+    topics = pipeline.topics
+    async with TopicFollower(pipeline.kafka, [topics.completions, topics.insights, topics.dead_letters]) as follower, \
+            httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client:
+        ok = [await submit_text(client, text_body(n)) for n in range(12)]
+        failed = [await submit_text(client, text_body(100 + n, fail=True)) for n in range(3)]
+        # The same idempotency key twice: one provider job.
+        first = await submit_text(client, text_body(200), key="e2e-same-request")
+        again = await submit_text(client, text_body(200), key="e2e-same-request")
+        assert (again["jobId"], again["duplicate"]) == (first["jobId"], True)
+        # Append to a conversation: a new job on the same conversation.
+        appended = await submit_text(client, text_body(201), conversation_id=ok[0]["conversationId"])
+        assert appended["conversationId"] == ok[0]["conversationId"] and appended["jobId"] != ok[0]["jobId"]
+        # The same commands from Kafka, one of them broken.
+        command = ProcessRequested(request_id=f"kafka-{uuid.uuid4()}", kind=MediaKind.TEXT,
+                                   messages=text_body(300)["messages"], name="from kafka")
+        broken = b'{"eventType": "ProcessRequested", "requestId": "broken-1", "kind": "text", "messages": []}'
+        producer = AIOKafkaProducer(bootstrap_servers=pipeline.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.requests, command.to_wire(), key=command.request_id.encode())
+            await producer.send_and_wait(topics.requests, broken, key=b"broken-1")
+        finally:
+            await producer.stop()
+
+        succeeded = {a["jobId"] for a in [*ok, first, appended]}
+        expected = succeeded | {a["jobId"] for a in failed} | {"broken-1"}
+        seen = await collect(follower, expected, wait_seconds=60)
+
+    insights = Counter(e["jobId"] for e in seen.get("InsightsReady", []))
+    kafka_jobs = [e for e in seen.get("InsightsReady", []) if e["requestId"] == command.request_id]
+    assert len(kafka_jobs) == 1, "the Kafka command yields its insights"
+    for accepted in [*ok, first, appended]:
+        assert insights[accepted["jobId"]] == 1, f"exactly one InsightsReady for {accepted['jobId']}"
+    assert all(count == 1 for count in insights.values()), insights
+    for event in seen["InsightsReady"]:
+        assert set(event["insights"]) >= {"messages", "topics", "questions", "actionItems", "followUps", "entities",
+                                          "analytics", "summary", "members"}
+        if event["jobId"] == ok[3]["jobId"]:
+            assert event["conversationId"] == ok[3]["conversationId"]
+            assert "conversation 3" in json.dumps(event["insights"]["messages"])
+    failures = {e["jobId"]: e for e in seen.get("JobFailed", [])}
+    assert set(failures) == {a["jobId"] for a in failed}
+    assert all(failures[a["jobId"]]["reason"] for a in failed)
+    assert not {a["jobId"] for a in failed} & set(insights), "a failed job yields no insights"
+    completed = Counter(e["jobId"] for e in seen.get("JobCompleted", []))
+    assert all(count == 1 for count in completed.values()), completed
+    assert "webhook" in {e["detectedBy"] for e in seen["JobCompleted"]}
+    letters = [e for e in seen.get("DeadLetter", []) if e.get("requestId") == "broken-1"]
+    assert len(letters) == 1 and "messages" in letters[0]["reason"]
+    assert base64.b64decode(letters[0]["originalValue"]) == broken
+    assert letters[0]["sourceTopic"] == topics.requests
+
+    async with httpx.AsyncClient(base_url=pipeline.double) as double:
+        log = (await double.get("/_double/calls")).json()
+        jobs = (await double.get("/_double/jobs")).json()["jobs"]
+    assert gate_violations(log["calls"], log["transitions"]) == []
+    reads = [c for c in log["calls"] if "/v1/conversations/" in c["path"]]
+    assert reads, "the insight-fetcher read the Conversation API"
+    assert not any(c.get("conversationId") == failed[0]["conversationId"] for c in reads)
+    assert sum(1 for j in jobs if j["jobId"] == first["jobId"]) == 1
+    # 12 + 3 + 1 (deduplicated) + 1 append + 1 Kafka command: the broken command never reached the provider.
+    assert len(jobs) == 18
+
+
+async def test_pending_jobs_survive_a_job_watcher_crash(pipeline: Pipeline) -> None:
+    topics = pipeline.topics
+    async with TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower, \
+            httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client:
+        accepted = [await submit_text(client, text_body(400 + n)) for n in range(8)]
+        # Kill job-watcher while the jobs are still pending (the double takes over a second per job) and
+        # drop webhooks meanwhile: the restarted watcher must rebuild its jobs from Kafka and poll them.
+        pipeline.restart("job-watcher", kill=True)
+        seen = await collect(follower, {a["jobId"] for a in accepted}, wait_seconds=60)
+    insights = Counter(e["jobId"] for e in seen.get("InsightsReady", []))
+    for a in accepted:
+        assert insights[a["jobId"]] == 1
+    completed = Counter(e["jobId"] for e in seen.get("JobCompleted", []))
+    assert all(completed[a["jobId"]] == 1 for a in accepted), completed
