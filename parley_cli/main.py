@@ -24,7 +24,11 @@ from parley_shared.settings import ParleySettings
 from parley_cli.kafka_commands import kafka_app
 from parley_cli.watching import TopicFollower, describe_insights
 
-app = typer.Typer(help="Parley: conversation intelligence delivered as Kafka events.", no_args_is_help=True)
+app = typer.Typer(
+    help="Parley: conversation intelligence delivered as Kafka events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(kafka_app, name="kafka")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from parley_shared.kafka.connection import aiokafka_options
+from parley_shared.kafka.topics import topic_partitions
 from parley_shared.settings import KafkaSettings
 
 
@@ -27,14 +28,12 @@ class TopicFollower:
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
+        known = await topic_partitions(self._settings, self._topics)
+        missing = [topic for topic, found in known.items() if not found]
+        if missing:
+            raise RuntimeError(f"topics {', '.join(missing)} do not exist yet: start the services first")
+        partitions = [TopicPartition(topic, p) for topic, found in known.items() for p in found]
         await consumer.start()
-        partitions = []
-        for topic in self._topics:
-            known = consumer.partitions_for_topic(topic)
-            if not known:
-                await consumer.topics()
-                known = consumer.partitions_for_topic(topic) or set()
-            partitions += [TopicPartition(topic, p) for p in known]
         consumer.assign(partitions)
         if self._from_beginning:
             await consumer.seek_to_beginning(*partitions)

@@ -35,8 +35,11 @@ IN_MEMORY = pytest.param(False, id="in-memory")
 def unique_topics() -> TopicNames:
     run = uuid.uuid4().hex[:8]
     return TopicNames(
-        requests=f"hop-{run}.requests", jobs=f"hop-{run}.jobs", completions=f"hop-{run}.completions",
-        insights=f"hop-{run}.insights", dead_letters=f"hop-{run}.dead-letters",
+        requests=f"hop-{run}.requests",
+        jobs=f"hop-{run}.jobs",
+        completions=f"hop-{run}.completions",
+        insights=f"hop-{run}.insights",
+        dead_letters=f"hop-{run}.dead-letters",
     )
 
 
@@ -96,14 +99,28 @@ async def test_insight_fetcher_turns_a_completion_into_insights(real: bool, requ
     app = create_fetcher(settings, publisher=LatePublisher(), provider=symbl.client())
     broker = app.state.broker
 
-    @broker.subscriber(settings.topics.insights, group_id=f"check-{uuid.uuid4()}", auto_offset_reset="earliest",
-                       isolation_level="read_committed")
+    @broker.subscriber(
+        settings.topics.insights,
+        group_id=f"check-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     async def insights_seen(body: dict[str, Any]) -> None: ...
 
-    completed = JobCompleted(request_id="r-1", conversation_id="5815170693595136", job_id="job-1",
-                             submitted_at=datetime.now(UTC), detected_by="webhook")
-    failed = JobFailed(request_id="r-2", conversation_id="5815170693595137", job_id="job-2",
-                       submitted_at=datetime.now(UTC), reason="scripted")
+    completed = JobCompleted(
+        request_id="r-1",
+        conversation_id="5815170693595136",
+        job_id="job-1",
+        submitted_at=datetime.now(UTC),
+        detected_by="webhook",
+    )
+    failed = JobFailed(
+        request_id="r-2",
+        conversation_id="5815170693595137",
+        job_id="job-2",
+        submitted_at=datetime.now(UTC),
+        reason="scripted",
+    )
     async with TestKafkaBroker(broker, with_real=real) as test_broker:
         holder["publisher"] = await started_publisher(settings, broker, real)
         try:
@@ -139,18 +156,20 @@ async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, req
     broker = app.state.broker
     group = f"check-{uuid.uuid4()}"
 
-    @broker.subscriber(settings.topics.jobs, group_id=group, auto_offset_reset="earliest",
-                       isolation_level="read_committed")
+    @broker.subscriber(
+        settings.topics.jobs, group_id=group, auto_offset_reset="earliest", isolation_level="read_committed"
+    )
     async def jobs_seen(body: dict[str, Any]) -> None: ...
 
-    @broker.subscriber(settings.topics.dead_letters, group_id=group, auto_offset_reset="earliest",
-                       isolation_level="read_committed")
+    @broker.subscriber(
+        settings.topics.dead_letters, group_id=group, auto_offset_reset="earliest", isolation_level="read_committed"
+    )
     async def letters_seen(body: dict[str, Any]) -> None: ...
 
-    good = ProcessRequested(request_id="req-good", kind=MediaKind.TEXT,
-                            messages=[{"payload": {"content": "hello"}}])  # type: ignore[list-item]
-    refused = ProcessRequested(request_id="req-refused", kind=MediaKind.TEXT,
-                               messages=[{"payload": {"content": "refuse me"}}])  # type: ignore[list-item]
+    good = ProcessRequested(request_id="req-good", kind=MediaKind.TEXT, messages=[{"payload": {"content": "hello"}}])  # type: ignore[list-item]
+    refused = ProcessRequested(
+        request_id="req-refused", kind=MediaKind.TEXT, messages=[{"payload": {"content": "refuse me"}}]
+    )  # type: ignore[list-item]
     garbage = b"\xff not json"
     async with TestKafkaBroker(broker, with_real=real) as test_broker:
         holder["publisher"] = await started_publisher(settings, broker, real)

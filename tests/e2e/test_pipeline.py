@@ -41,10 +41,14 @@ def text_body(n: int, *, fail: bool = False) -> dict[str, Any]:
     return {
         "name": f"e2e conversation {n}",
         "messages": [
-            {"payload": {"content": f"Hello, this is message one of conversation {n}.{marker}"},
-             "from": {"userId": "ana@example.com", "name": "Ana"}},
-            {"payload": {"content": "Will you send the report by Friday?"},
-             "from": {"userId": "ben@example.com", "name": "Ben"}},
+            {
+                "payload": {"content": f"Hello, this is message one of conversation {n}.{marker}"},
+                "from": {"userId": "ana@example.com", "name": "Ana"},
+            },
+            {
+                "payload": {"content": "Will you send the report by Friday?"},
+                "from": {"userId": "ben@example.com", "name": "Ben"},
+            },
         ],
     }
 
@@ -74,8 +78,11 @@ class Pipeline:
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     topics = TopicNames(
-        requests=f"e2e-{run}.requests", jobs=f"e2e-{run}.jobs", completions=f"e2e-{run}.completions",
-        insights=f"e2e-{run}.insights", dead_letters=f"e2e-{run}.dead-letters",
+        requests=f"e2e-{run}.requests",
+        jobs=f"e2e-{run}.jobs",
+        completions=f"e2e-{run}.completions",
+        insights=f"e2e-{run}.insights",
+        dead_letters=f"e2e-{run}.dead-letters",
     )
     env = {
         "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -92,7 +99,9 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     stack = LocalStack(log_dir=tmp_path_factory.mktemp("e2e-logs"), env=env)
     try:
         double = stack.start(
-            "provider-double", port=free_port(), ready_path="/_double/jobs",
+            "provider-double",
+            port=free_port(),
+            ready_path="/_double/jobs",
             extra_env={"PARLEY_DOUBLE_SCHEDULED_SECONDS": "0.2", "PARLEY_DOUBLE_PROCESSING_SECONDS": "1.0"},
         )
         stack.env["PARLEY_API_URL"] = double.url
@@ -105,8 +114,9 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         stack.stop_all()
 
 
-async def collect(follower: TopicFollower, expected_jobs: set[str], *, settle_seconds: float = 3.0,
-                  wait_seconds: float = 60.0) -> dict[str, list[dict[str, Any]]]:
+async def collect(
+    follower: TopicFollower, expected_jobs: set[str], *, settle_seconds: float = 3.0, wait_seconds: float = 60.0
+) -> dict[str, list[dict[str, Any]]]:
     """Events by eventType until every expected job has an outcome, then a little longer to catch duplicates."""
     seen: dict[str, list[dict[str, Any]]] = {}
     finished: set[str] = set()
@@ -127,8 +137,9 @@ async def collect(follower: TopicFollower, expected_jobs: set[str], *, settle_se
     return seen
 
 
-async def submit_text(client: httpx.AsyncClient, body: dict[str, Any], key: str | None = None,
-                      conversation_id: str | None = None) -> dict[str, Any]:
+async def submit_text(
+    client: httpx.AsyncClient, body: dict[str, Any], key: str | None = None, conversation_id: str | None = None
+) -> dict[str, Any]:
     headers = {"Idempotency-Key": key} if key else {}
     if conversation_id:
         response = await client.put(f"/v1/process/text/{conversation_id}", json=body, headers=headers)
@@ -141,20 +152,23 @@ async def submit_text(client: httpx.AsyncClient, body: dict[str, Any], key: str 
 
 async def test_every_conversation_ends_in_exactly_one_outcome(pipeline: Pipeline) -> None:
     topics = pipeline.topics
-    async with TopicFollower(pipeline.kafka, [topics.completions, topics.insights, topics.dead_letters]) as follower, \
-            httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client:
+    async with (
+        TopicFollower(pipeline.kafka, [topics.completions, topics.insights, topics.dead_letters]) as follower,
+        httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client,
+    ):
         ok = [await submit_text(client, text_body(n)) for n in range(12)]
         failed = [await submit_text(client, text_body(100 + n, fail=True)) for n in range(3)]
         # The same idempotency key twice: one provider job.
         first = await submit_text(client, text_body(200), key="e2e-same-request")
         again = await submit_text(client, text_body(200), key="e2e-same-request")
         assert (again["jobId"], again["duplicate"]) == (first["jobId"], True)
-        # Append to a conversation: a new job on the same conversation.
-        appended = await submit_text(client, text_body(201), conversation_id=ok[0]["conversationId"])
-        assert appended["conversationId"] == ok[0]["conversationId"] and appended["jobId"] != ok[0]["jobId"]
         # The same commands from Kafka, one of them broken.
-        command = ProcessRequested(request_id=f"kafka-{uuid.uuid4()}", kind=MediaKind.TEXT,
-                                   messages=text_body(300)["messages"], name="from kafka")
+        command = ProcessRequested(
+            request_id=f"kafka-{uuid.uuid4()}",
+            kind=MediaKind.TEXT,
+            messages=text_body(300)["messages"],
+            name="from kafka",
+        )
         broken = b'{"eventType": "ProcessRequested", "requestId": "broken-1", "kind": "text", "messages": []}'
         producer = AIOKafkaProducer(bootstrap_servers=pipeline.kafka.bootstrap_servers)
         await producer.start()
@@ -164,19 +178,28 @@ async def test_every_conversation_ends_in_exactly_one_outcome(pipeline: Pipeline
         finally:
             await producer.stop()
 
-        succeeded = {a["jobId"] for a in [*ok, first, appended]}
+        succeeded = {a["jobId"] for a in [*ok, first]}
         expected = succeeded | {a["jobId"] for a in failed} | {"broken-1"}
         seen = await collect(follower, expected, wait_seconds=60)
 
     insights = Counter(e["jobId"] for e in seen.get("InsightsReady", []))
     kafka_jobs = [e for e in seen.get("InsightsReady", []) if e["requestId"] == command.request_id]
     assert len(kafka_jobs) == 1, "the Kafka command yields its insights"
-    for accepted in [*ok, first, appended]:
+    for accepted in [*ok, first]:
         assert insights[accepted["jobId"]] == 1, f"exactly one InsightsReady for {accepted['jobId']}"
     assert all(count == 1 for count in insights.values()), insights
     for event in seen["InsightsReady"]:
-        assert set(event["insights"]) >= {"messages", "topics", "questions", "actionItems", "followUps", "entities",
-                                          "analytics", "summary", "members"}
+        assert set(event["insights"]) >= {
+            "messages",
+            "topics",
+            "questions",
+            "actionItems",
+            "followUps",
+            "entities",
+            "analytics",
+            "summary",
+            "members",
+        }
         if event["jobId"] == ok[3]["jobId"]:
             assert event["conversationId"] == ok[3]["conversationId"]
             assert "conversation 3" in json.dumps(event["insights"]["messages"])
@@ -200,14 +223,43 @@ async def test_every_conversation_ends_in_exactly_one_outcome(pipeline: Pipeline
     assert reads, "the insight-fetcher read the Conversation API"
     assert not any(c.get("conversationId") == failed[0]["conversationId"] for c in reads)
     assert sum(1 for j in jobs if j["jobId"] == first["jobId"]) == 1
-    # 12 + 3 + 1 (deduplicated) + 1 append + 1 Kafka command: the broken command never reached the provider.
-    assert len(jobs) == 18
+    # 12 + 3 + 1 (deduplicated) + 1 Kafka command: the broken command never reached the provider.
+    assert len(jobs) == 17
+
+
+async def test_appending_yields_a_new_job_and_fresh_insights(pipeline: Pipeline) -> None:
+    topics = pipeline.topics
+    async with (
+        TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower,
+        httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client,
+    ):
+        original = await submit_text(client, text_body(500))
+        await collect(follower, {original["jobId"]}, settle_seconds=0.5)
+        body = {
+            "messages": [
+                {
+                    "payload": {"content": "An appended line about the budget."},
+                    "from": {"userId": "cy@example.com", "name": "Cy"},
+                }
+            ]
+        }
+        appended = await submit_text(client, body, conversation_id=original["conversationId"])
+        assert appended["conversationId"] == original["conversationId"] and appended["jobId"] != original["jobId"]
+        seen = await collect(follower, {appended["jobId"]}, settle_seconds=1.0)
+    latest = [e for e in seen["InsightsReady"] if e["jobId"] == appended["jobId"]]
+    assert len(latest) == 1 and latest[0]["conversationId"] == original["conversationId"]
+    assert "appended line about the budget" in json.dumps(latest[0]["insights"]["messages"])
+    async with httpx.AsyncClient(base_url=pipeline.double) as double:
+        log = (await double.get("/_double/calls")).json()
+    assert gate_violations(log["calls"], log["transitions"]) == []
 
 
 async def test_pending_jobs_survive_a_job_watcher_crash(pipeline: Pipeline) -> None:
     topics = pipeline.topics
-    async with TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower, \
-            httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client:
+    async with (
+        TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower,
+        httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client,
+    ):
         accepted = [await submit_text(client, text_body(400 + n)) for n in range(8)]
         # Kill job-watcher while the jobs are still pending (the double takes over a second per job) and
         # drop webhooks meanwhile: the restarted watcher must rebuild its jobs from Kafka and poll them.

@@ -28,8 +28,22 @@ class JobStatusCallback(BaseModel):
 
 
 class CallbackReceipt(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     job_id: str = Field(alias="jobId")
     action: str = Field(description="what job-watcher did with the callback")
+
+
+class WatchStatus(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    pending_jobs: int = Field(alias="pendingJobs", description="jobs waiting for an outcome")
+    partitions: list[int] = Field(description="jobs-topic partitions this replica owns")
+    replaying_partitions: list[int] = Field(
+        alias="replayingPartitions", description="partitions still being re-read after an assignment"
+    )
+    status_polls: int = Field(alias="statusPolls", description="GET /v1/job calls since start")
+    webhooks_received: int = Field(alias="webhooksReceived", description="callbacks received since start")
 
 
 def webhook_router(watch: JobWatch) -> APIRouter:
@@ -39,6 +53,16 @@ def webhook_router(watch: JobWatch) -> APIRouter:
     async def job_status_changed(callback: JobStatusCallback) -> CallbackReceipt:
         job_id = callback.job_id or callback.id
         assert job_id is not None  # guaranteed by the model
-        return CallbackReceipt(jobId=job_id, action=watch.on_webhook(job_id, callback.status))
+        return CallbackReceipt(job_id=job_id, action=watch.on_webhook(job_id, callback.status))
+
+    @router.get("/status", summary="What job-watcher is watching right now", tags=["status"])
+    async def status() -> WatchStatus:
+        return WatchStatus(
+            pending_jobs=len(watch.scheduler),
+            partitions=sorted(watch.partitions),
+            replaying_partitions=sorted(p for p, progress in watch.partitions.items() if progress.replaying),
+            status_polls=watch.status_polls,
+            webhooks_received=watch.webhooks_received,
+        )
 
     return router

@@ -9,11 +9,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from parley_shared.kafka.connection import aiokafka_options
+from parley_shared.kafka.topics import topic_partitions
 from parley_shared.settings import KafkaSettings
 
 
 async def read_since(settings: KafkaSettings, topic: str, since: datetime) -> AsyncIterator[Any]:
     """Yield every committed record of ``topic`` written at or after ``since``, up to the end seen at the start."""
+    assigned = [TopicPartition(topic, p) for p in (await topic_partitions(settings, [topic]))[topic]]
+    if not assigned:
+        return
     consumer = AIOKafkaConsumer(
         **aiokafka_options(settings),
         group_id=None,
@@ -23,13 +27,6 @@ async def read_since(settings: KafkaSettings, topic: str, since: datetime) -> As
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.topics()  # refresh metadata once; the topic may have been created just now
-            partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not assigned:
-            return
         consumer.assign(assigned)
         end_offsets = await consumer.end_offsets(assigned)
         starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in assigned})

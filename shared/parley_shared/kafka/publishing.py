@@ -50,21 +50,25 @@ class TransactionalPublisher:
     """A transactional aiokafka producer; one transaction at a time (aiokafka allows no more per producer)."""
 
     def __init__(self, settings: KafkaSettings, *, transactional_id: str, client_id: str) -> None:
-        self._producer = AIOKafkaProducer(
+        self._options = {
             **aiokafka_options(settings),
-            transactional_id=transactional_id,
-            client_id=client_id,
-            linger_ms=2,
-            max_batch_size=1 << 20,
-            max_request_size=8 << 20,
-        )
+            "transactional_id": transactional_id,
+            "client_id": client_id,
+            "linger_ms": 2,
+            "max_batch_size": 1 << 20,
+            "max_request_size": 8 << 20,
+        }
+        self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
+        # aiokafka binds to the running loop, so the producer is made here rather than in __init__.
+        self._producer = AIOKafkaProducer(**self._options)
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def publish(
         self,
@@ -75,13 +79,16 @@ class TransactionalPublisher:
     ) -> None:
         if not records and not consumed:
             return
-        async with self._lock, self._producer.transaction():
-            sends = [await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("TransactionalPublisher.start() was not called")
+        async with self._lock, producer.transaction():
+            sends = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
             await asyncio.gather(*sends)
             if consumed:
                 if group_id is None:
                     raise ValueError("committing consumed offsets needs the consumer's group_id")
-                await self._producer.send_offsets_to_transaction(dict(consumed), group_id)
+                await producer.send_offsets_to_transaction(dict(consumed), group_id)
 
 
 class BrokerPublisher:

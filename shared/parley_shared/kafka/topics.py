@@ -60,3 +60,20 @@ async def ensure_topics(settings: KafkaSettings, topics: TopicNames) -> None:
         logger.info("created topics %s", ", ".join(spec.name for spec in missing))
     finally:
         await admin.close()
+
+
+async def topic_partitions(settings: KafkaSettings, topics: list[str]) -> dict[str, list[int]]:
+    """The partitions of each existing topic (a topic that does not exist maps to an empty list).
+
+    Asked of the admin API because a consumer's metadata only covers topics it already follows.
+    """
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return {
+        entry["topic"]: sorted(p["partition"] for p in entry["partitions"]) if entry["error_code"] == 0 else []
+        for entry in described
+    }
