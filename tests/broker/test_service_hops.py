@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from faststream.kafka import TestKafkaBroker
-
 from parley_ingest.app import create_app as create_ingest
 from parley_ingest.settings import IngestSettings
 from parley_insight_fetcher.app import create_app as create_fetcher

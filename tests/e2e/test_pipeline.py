@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from parley_shared.events import MediaKind, ProcessRequested
+from parley_shared.settings import KafkaSettings, TopicNames
 
 from parley_cli.local_stack import LocalStack
 from parley_cli.watching import TopicFollower
 from parley_devtools.provider_double import gate_violations
-from parley_shared.events import MediaKind, ProcessRequested
-from parley_shared.settings import KafkaSettings, TopicNames
 
 pytestmark = pytest.mark.e2e
 
@@ -130,10 +130,8 @@ async def collect(
                 return
 
     await asyncio.wait_for(read(True), wait_seconds)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(read(False), settle_seconds)
-    except TimeoutError:
-        pass
     return seen
 
 

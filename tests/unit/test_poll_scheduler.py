@@ -69,11 +69,6 @@ def test_jitter_with_a_real_random_source_never_shortens() -> None:
     assert max(delays) - min(delays) > 0.4  # it does spread the polls out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PollPolicy.delay computes factor**polls_done before capping, which overflows a float after "
-    "~1024 polls at factor 2 (an OverflowError instead of max_interval_seconds)",
-)
 def test_a_job_polled_very_many_times_waits_the_max_interval() -> None:
     policy = PollPolicy(jitter=0.0)
     assert policy.delay(1_100, webhooks_arriving=False, rng=FixedDraw(0.0)) == policy.max_interval_seconds
@@ -172,11 +167,6 @@ def test_a_removed_job_is_never_popped() -> None:
     assert scheduler.remove("gone") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two heap entries with the same due time for one job both look current (job.due == due), so "
-    "pop_due hands the job out twice (e.g. a webhook repeated within one clock tick -> two status polls)",
-)
 def test_a_job_scheduled_twice_for_the_same_time_is_popped_once() -> None:
     scheduler = PollScheduler()
     job = pending("j")
@@ -186,11 +176,6 @@ def test_a_job_scheduled_twice_for_the_same_time_is_popped_once() -> None:
     assert scheduler.pop_due(now=5.0, limit=10) == [job]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the heap rebuild in schedule() re-inserts every known job, including ones pop_due already "
-    "handed out and still being checked, so they are handed out (polled) again",
-)
 def test_a_job_handed_out_is_not_handed_out_again_after_a_heap_rebuild() -> None:
     scheduler = PollScheduler(policy=PollPolicy(jitter=0.0))
     checking = pending("checking")

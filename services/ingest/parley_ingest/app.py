@@ -19,6 +19,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from parley_shared.events import JobSubmitted
 from parley_shared.health import health_router
+from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep
 from parley_shared.kafka.history import read_since
@@ -28,7 +29,7 @@ from parley_shared.logs import configure_logging
 from parley_shared.provider import ProviderClient
 
 from parley_ingest.commands import handle_process_requested, submitted_record
-from parley_ingest.http_api import build_router, install_error_handlers
+from parley_ingest.http_api import build_router
 from parley_ingest.ledger import RequestLedger
 from parley_ingest.settings import IngestSettings
 from parley_ingest.submission import Submitter

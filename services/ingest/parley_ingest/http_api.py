@@ -12,23 +12,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Path, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Path, Request
 from parley_shared.events import IdStr, JobSubmitted, MediaKind, ProcessRequested, SymblMessage
+from parley_shared.http_errors import ApiProblem
 from parley_shared.provider import ConversationNotFound, ProviderError, ProviderRejected, ProviderUnavailable
-from parley_shared.validation import validation_problems
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from parley_ingest.submission import Submitter
-
-
-class ApiProblem(Exception):
-    """An error with an HTTP status and a message for the caller."""
-
-    def __init__(self, status: int, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.details = status, message, details
 
 
 class Accepted(BaseModel):
@@ -89,7 +79,7 @@ def _options_from_query(request: Request) -> dict[str, Any]:
         if key == "requestId":
             continue
         try:
-            options[key] = json.loads(raw) if raw[:1] in "[{" or raw in ("true", "false") else raw
+            options[key] = json.loads(raw) if raw.startswith(("[", "{")) or raw in ("true", "false") else raw
         except ValueError:
             raise ApiProblem(400, f"query parameter {key!r} is not valid JSON") from None
     return options
@@ -223,31 +213,3 @@ async def _bounded(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         if seen > limit:
             raise ApiProblem(413, f"upload exceeds {limit} bytes")
         yield chunk
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error is JSON with a ``message`` (Symbl's shape) that says what was wrong."""
-
-    @app.exception_handler(ApiProblem)
-    async def on_problem(_: Request, problem: ApiProblem) -> JSONResponse:
-        return JSONResponse({"message": problem.message, **problem.details}, status_code=problem.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in error.errors()]
-        first = problems[0] if problems else {"field": "(body)", "problem": "invalid"}
-        return JSONResponse(
-            {"message": f"invalid request: {first['field']}: {first['problem']}", "errors": problems},
-            status_code=400,
-        )
-
-    @app.exception_handler(ValidationError)
-    async def on_model_invalid(_: Request, error: ValidationError) -> JSONResponse:
-        problems = validation_problems(error)
-        return JSONResponse(
-            {
-                "message": f"invalid request: {problems[0]['field']}: {problems[0]['problem']}",
-                "errors": problems,
-            },
-            status_code=400,
-        )

@@ -19,7 +19,7 @@ class RequestLedger:
     def __init__(self, capacity: int = 1_000_000) -> None:
         self._capacity = capacity
         self._done: OrderedDict[str, JobSubmitted] = OrderedDict()
-        self._in_flight: dict[str, asyncio.Future[JobSubmitted]] = {}
+        self._in_flight: dict[str, asyncio.Task[JobSubmitted]] = {}
 
     def __len__(self) -> int:
         return len(self._done)
@@ -39,17 +39,14 @@ class RequestLedger:
             return known, False
         if (pending := self._in_flight.get(request_id)) is not None:
             return await asyncio.shield(pending), False
-        future: asyncio.Future[JobSubmitted] = asyncio.get_running_loop().create_future()
-        self._in_flight[request_id] = future
-        try:
-            submitted = await submit()
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # mark retrieved: waiting duplicates get it, nobody else must
-            raise
-        else:
-            self.remember(submitted)
-            future.set_result(submitted)
-            return submitted, True
-        finally:
-            del self._in_flight[request_id]
+        # The provider call runs as its own task: a caller that gives up (cancelled) does not cancel it for the
+        # duplicates waiting on it, nor leave a provider job nobody knows about.
+        task = asyncio.create_task(self._submit_and_remember(submit))
+        self._in_flight[request_id] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(request_id, None))
+        return await asyncio.shield(task), True
+
+    async def _submit_and_remember(self, submit: Callable[[], Awaitable[JobSubmitted]]) -> JobSubmitted:
+        submitted = await submit()
+        self.remember(submitted)
+        return submitted

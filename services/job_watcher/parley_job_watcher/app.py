@@ -25,6 +25,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from parley_shared.events import JobResolved, JobSubmitted, jobs_topic_adapter
 from parley_shared.health import health_router
+from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import make_broker
 from parley_shared.kafka.dead_letters import dead_letter_from_record
 from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
@@ -175,6 +176,7 @@ def create_app(
                 await transactional.stop()
 
     app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(webhook_router(watch))
     app.include_router(health_router(broker, SERVICE))
     app.state.watch = watch

@@ -28,7 +28,13 @@ class PollPolicy:
             # The webhook channel works for this job: polling is only the safety net for a lost final call.
             base = self.webhook_fallback_interval_seconds
         else:
-            base = min(self.max_interval_seconds, self.initial_seconds * self.factor**polls_done)
+            base = self.initial_seconds
+            # Multiply step by step and stop at the cap: factor**polls_done would overflow on long-lived jobs.
+            for _ in range(polls_done):
+                if base >= self.max_interval_seconds:
+                    break
+                base *= self.factor
+            base = min(self.max_interval_seconds, base)
         return base * (1.0 + rng.uniform(0.0, self.jitter))
 
 
@@ -44,7 +50,8 @@ class PendingJob:
     polls: int = 0
     webhooks_arriving: bool = False
     due: float = 0.0
-    checking: bool = False
+    # The heap entry that is current for this job; None while the job is handed out for a check.
+    token: int | None = None
 
 
 @dataclass
@@ -80,11 +87,16 @@ class PollScheduler:
 
     def schedule(self, job: PendingJob, due: float) -> None:
         job.due = due
-        heapq.heappush(self._heap, (due, next(self._sequence), job.job_id))
+        job.token = next(self._sequence)
+        heapq.heappush(self._heap, (due, job.token, job.job_id))
         # Stale entries (superseded due times, removed jobs) are skipped when popped; rebuild if they pile up.
         if len(self._heap) > 4 * len(self._jobs) + 1024:
-            self._heap = [(j.due, next(self._sequence), j.job_id) for j in self._jobs.values()]
+            self._heap = [(j.due, j.token, j.job_id) for j in self._jobs.values() if j.token is not None]
             heapq.heapify(self._heap)
+
+    def _current(self, token: int, job_id: str) -> PendingJob | None:
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.token == token else None
 
     def schedule_next_poll(self, job: PendingJob, now: float) -> None:
         delay = self.policy.delay(job.polls, webhooks_arriving=job.webhooks_arriving, rng=self.rng)
@@ -95,22 +107,22 @@ class PollScheduler:
 
     def next_due(self) -> float | None:
         while self._heap:
-            due, _, job_id = self._heap[0]
-            job = self._jobs.get(job_id)
-            if job is not None and job.due == due:
+            due, token, job_id = self._heap[0]
+            if self._current(token, job_id) is not None:
                 return due
             heapq.heappop(self._heap)
         return None
 
     def pop_due(self, now: float, limit: int) -> list[PendingJob]:
-        """Jobs whose poll is due, earliest first, at most ``limit``; each is taken off the heap."""
+        """Jobs whose poll is due, earliest first, at most ``limit``; each is handed out until rescheduled."""
         due_jobs: list[PendingJob] = []
         while self._heap and len(due_jobs) < limit:
-            due, _, job_id = self._heap[0]
+            due, token, job_id = self._heap[0]
             if due > now:
                 break
             heapq.heappop(self._heap)
-            job = self._jobs.get(job_id)
-            if job is not None and job.due == due:
+            job = self._current(token, job_id)
+            if job is not None:
+                job.token = None
                 due_jobs.append(job)
         return due_jobs

@@ -75,6 +75,7 @@ class JobWatch:
         self._settled = RecentIds(200_000)  # job ids whose outcome is published (duplicates ignored)
         self._early_webhooks = RecentIds(50_000)  # statuses reported before the job's JobSubmitted was read
         self._outbox: list[OutgoingRecord] = []
+        self._outbox_jobs: list[str] = []  # the jobs whose outcomes are in the outbox
         self._outbox_has_work = asyncio.Event()
         self._scheduler_changed = asyncio.Event()
         self._offsets_dirty = False
@@ -247,12 +248,19 @@ class JobWatch:
         key = job.conversation_id.encode()
         self._outbox.append(OutgoingRecord(topic=self._topics.completions, key=key, value=outcome.to_wire()))
         self._outbox.append(OutgoingRecord(topic=self._topics.jobs, key=key, value=marker.to_wire()))
+        self._outbox_jobs.append(job.job_id)
         self.partitions[job.partition].release(job.offset)
         self._offsets_dirty = True
         self._outbox_has_work.set()
 
     def drop_unpublished(self) -> None:
-        """Forget queued outcomes that could not be published: the partitions' next owner settles those jobs."""
+        """Forget queued outcomes that could not be published: the partitions' next owner settles those jobs.
+
+        They are no longer settled as far as this replica knows, so if it gets a partition back it watches them again.
+        """
+        for job_id in self._outbox_jobs:
+            self._settled.pop(job_id)
+        self._outbox_jobs.clear()
         self._outbox.clear()
         self._outbox_has_work.clear()
 
@@ -264,6 +272,7 @@ class JobWatch:
     async def flush(self) -> None:
         """Publish everything queued, with the offsets now safe to commit, in one transaction."""
         records, self._outbox = self._outbox, []
+        settled_jobs, self._outbox_jobs = self._outbox_jobs, []
         self._outbox_has_work.clear()
         dirty, self._offsets_dirty = self._offsets_dirty, False
         if not records and not dirty:
@@ -272,6 +281,7 @@ class JobWatch:
             await self._publisher().publish(records, consumed=self.commit_positions(), group_id=self._group_id)
         except BaseException:
             self._outbox[:0] = records  # keep them, in order, for the next try
+            self._outbox_jobs[:0] = settled_jobs
             self._offsets_dirty = True
             raise
 

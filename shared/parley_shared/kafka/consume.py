@@ -102,6 +102,10 @@ class ConsumeProduceStep:
                 )
                 await self._sleep(delay)
                 attempt += 1
+            except Exception as error:
+                # A failure nobody foresaw: keep the record (and the partition moving) rather than skip it.
+                logger.exception("unexpected error on %s[%s]@%s", record.topic, record.partition, record.offset)
+                return [self._dead_letter(record, error, attempt)]
 
     def _dead_letter(self, record: Any, failure: Exception, attempts: int) -> OutgoingRecord:
         logger.warning(

@@ -1,0 +1,79 @@
+"""The results table: each metric beside its target, with pass/miss, as text for the terminal and markdown."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row; ``passed`` is None for baselines and notes that have no target."""
+
+    name: str
+    value: str
+    target: str
+    passed: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return "—" if self.passed is None else ("pass" if self.passed else "MISS")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (no interpolation: the p99 of 200 samples is the second-worst one)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "p50": percentile(values, 0.50),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+def render_table(metrics: list[Metric]) -> str:
+    lines = ["| metric | measured | target | result |", "|---|---|---|---|"]
+    lines += [f"| {m.name} | {m.value} | {m.target} | {m.verdict} |" for m in metrics]
+    return "\n".join(lines)
+
+
+def render_markdown(
+    *,
+    command: str,
+    started: str,
+    wall_seconds: float,
+    machine: dict[str, Any],
+    metrics: list[Metric],
+    notes: list[str],
+    cpu_table: str,
+) -> str:
+    header = [
+        "# Pipeline benchmark",
+        "",
+        f"- command: `{command}`",
+        f"- date: {started}",
+        f"- wall time: {wall_seconds:.0f} s",
+        f"- machine: nproc {machine['nproc']}, {machine['memory_gib']} GiB memory, {machine['cpu_model']}"
+        f" ({machine['os']}, Python {machine['python']})",
+        "",
+        "## Results",
+        "",
+        render_table(metrics),
+        "",
+    ]
+    if cpu_table:
+        header += ["## CPU during the sustained-rate phase", "", cpu_table, ""]
+    if notes:
+        header += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    return "\n".join(header)
