@@ -12,9 +12,12 @@ import base64
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -268,3 +271,59 @@ async def test_pending_jobs_survive_a_job_watcher_crash(pipeline: Pipeline) -> N
         assert insights[a["jobId"]] == 1
     completed = Counter(e["jobId"] for e in seen.get("JobCompleted", []))
     assert all(completed[a["jobId"]] == 1 for a in accepted), completed
+
+
+async def test_media_uploads_and_urls_flow_through(pipeline: Pipeline) -> None:
+    topics = pipeline.topics
+    audio = bytes(range(256)) * 8192  # 2 MiB, streamed by ingest to the provider in chunks
+    async with (
+        TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower,
+        httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client,
+    ):
+
+        async def chunks() -> Any:
+            for start in range(0, len(audio), 65536):
+                yield audio[start : start + 65536]
+
+        response = await client.post(
+            "/v1/process/audio?name=upload&customVocabulary=%5B%22Parley%22%5D",
+            content=chunks(),
+            headers={"Content-Type": "audio/wav", "Content-Length": str(len(audio))},
+        )
+        assert response.status_code == 202, response.text
+        uploaded = response.json()
+        response = await client.post("/v1/process/video/url", json={"url": "https://media.example/talk.mp4"})
+        assert response.status_code == 202, response.text
+        by_url = response.json()
+        refused = await client.post("/v1/process/audio", content=b"abc", headers={"Content-Type": "text/plain"})
+        assert refused.status_code == 415 and "Content-Type" in refused.json()["message"]
+        seen = await collect(follower, {uploaded["jobId"], by_url["jobId"]}, settle_seconds=0.5)
+    assert {e["jobId"] for e in seen["InsightsReady"]} >= {uploaded["jobId"], by_url["jobId"]}
+    async with httpx.AsyncClient(base_url=pipeline.double) as double:
+        jobs = {j["jobId"]: j for j in (await double.get("/_double/jobs")).json()["jobs"]}
+    assert jobs[uploaded["jobId"]]["bodyBytes"] == len(audio)
+
+
+def test_the_submit_command_waits_and_prints_insights(pipeline: Pipeline) -> None:
+    sample = Path(__file__).resolve().parents[2] / "samples" / "meeting.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "parley_cli",
+            "submit",
+            str(sample),
+            "--wait",
+            "--timeout",
+            "60",
+            "--ingest-url",
+            pipeline.ingest,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**pipeline.stack.env, "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "insights ready" in result.stdout
+    assert "Questions (2)" in result.stdout and "Members: Natalia, Mike, Priya" in result.stdout
