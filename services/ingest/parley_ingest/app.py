@@ -10,8 +10,7 @@ Produces  parley.jobs          JobSubmitted, keyed by conversationId (transactio
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
@@ -23,10 +22,9 @@ from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep
 from parley_shared.kafka.history import read_since
-from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
-from parley_shared.kafka.topics import ensure_topics
-from parley_shared.logs import configure_logging
+from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
+from parley_shared.service import running_service, transactional_publisher
 
 from parley_ingest.commands import handle_process_requested, submitted_record
 from parley_ingest.http_api import build_router
@@ -51,11 +49,7 @@ def create_app(
     provider = provider or ProviderClient(settings.provider)
     ledger = RequestLedger()
     submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
-    transactional: AtomicPublisher = publisher or TransactionalPublisher(
-        settings.kafka,
-        transactional_id=f"parley-ingest-{settings.instance_id}",
-        client_id=f"parley-ingest-{settings.instance_id}",
-    )
+    transactional = publisher or transactional_publisher(settings, "ingest", settings.instance_id)
 
     step = ConsumeProduceStep(
         service=SERVICE,
@@ -96,19 +90,10 @@ def create_app(
                 continue  # other event types share nothing with the ledger
         logger.info("idempotency ledger rebuilt with %d recent requests", len(ledger))
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
-        await ensure_topics(settings.kafka, topics)
-        await remember_recent_submissions()
-        async with provider:
-            await transactional.start()
-            await broker.start()
-            try:
-                yield
-            finally:
-                await broker.stop()
-                await transactional.stop()
+    def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
+        return running_service(
+            settings, broker=broker, provider=provider, publisher=transactional, prepare=remember_recent_submissions
+        )
 
     app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

@@ -10,8 +10,7 @@ Produces  parley.insights      one InsightsReady per jobId, keyed by conversatio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 from faststream import AckPolicy
@@ -19,10 +18,9 @@ from faststream.kafka import KafkaMessage
 from parley_shared.health import health_router
 from parley_shared.kafka.connection import make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
-from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
-from parley_shared.kafka.topics import ensure_topics
-from parley_shared.logs import configure_logging
+from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
+from parley_shared.service import running_service, transactional_publisher
 
 from parley_insight_fetcher.fetching import handle_completion
 from parley_insight_fetcher.settings import InsightFetcherSettings
@@ -40,11 +38,7 @@ def create_app(
     topics = settings.topics
     broker = make_broker(settings.kafka, client_id=f"parley-insight-fetcher-{settings.instance_id}")
     provider = provider or ProviderClient(settings.provider)
-    transactional: AtomicPublisher = publisher or TransactionalPublisher(
-        settings.kafka,
-        transactional_id=f"parley-insight-fetcher-{settings.instance_id}",
-        client_id=f"parley-insight-fetcher-{settings.instance_id}",
-    )
+    transactional = publisher or transactional_publisher(settings, "insight-fetcher", settings.instance_id)
     step = ConsumeProduceStep(
         service=SERVICE,
         handle_record=handle_completion(provider, topics, reads_in_flight=settings.reads_per_conversation),
@@ -72,18 +66,8 @@ def create_app(
         description="InsightsReady, keyed by conversationId; compacted, so the latest bundle per conversation stays",
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
-        await ensure_topics(settings.kafka, topics)
-        async with provider:
-            await transactional.start()
-            await broker.start()
-            try:
-                yield
-            finally:
-                await broker.stop()
-                await transactional.stop()
+    def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
+        return running_service(settings, broker=broker, provider=provider, publisher=transactional)
 
     app = FastAPI(title="Parley insight-fetcher", version="0.1.0", lifespan=lifespan)
     app.include_router(health_router(broker, SERVICE))

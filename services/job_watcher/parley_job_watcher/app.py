@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -28,10 +28,9 @@ from parley_shared.health import health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import make_broker
 from parley_shared.kafka.dead_letters import dead_letter_from_record
-from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
-from parley_shared.kafka.topics import ensure_topics
-from parley_shared.logs import configure_logging
+from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
+from parley_shared.service import running_service, transactional_publisher
 from parley_shared.validation import describe_validation_error
 from pydantic import ValidationError
 
@@ -81,11 +80,7 @@ def create_app(
     topics = settings.topics
     broker = make_broker(settings.kafka, client_id=f"parley-job-watcher-{settings.instance_id}")
     provider = provider or ProviderClient(settings.provider)
-    transactional: AtomicPublisher = publisher or TransactionalPublisher(
-        settings.kafka,
-        transactional_id=f"parley-job-watcher-{settings.instance_id}",
-        client_id=f"parley-job-watcher-{settings.instance_id}",
-    )
+    transactional = publisher or transactional_publisher(settings, "job-watcher", settings.instance_id)
     policy = PollPolicy(
         initial_seconds=settings.poll_initial_seconds,
         factor=settings.poll_factor,
@@ -153,27 +148,15 @@ def create_app(
                             progress.seen(position - 1)
             await asyncio.sleep(0.1)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
-        await ensure_topics(settings.kafka, topics)
-        async with provider:
-            await transactional.start()
-            await broker.start()
-            loops = [
-                asyncio.create_task(watch.run_polling(), name="poll-due-jobs"),
-                asyncio.create_task(watch.run_publishing(), name="publish-outcomes"),
-                asyncio.create_task(follow_replay(), name="follow-replay"),
-            ]
-            try:
-                yield
-            finally:
-                await broker.stop()
-                for loop in loops:
-                    loop.cancel()
-                with contextlib.suppress(Exception):
-                    await watch.flush()
-                await transactional.stop()
+    def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
+        return running_service(
+            settings,
+            broker=broker,
+            provider=provider,
+            publisher=transactional,
+            loops=[watch.run_polling, watch.run_publishing, follow_replay],
+            before_stop=watch.flush,
+        )
 
     app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
