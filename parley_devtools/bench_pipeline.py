@@ -589,6 +589,12 @@ def build_notes(results: dict[str, Any], size: BenchSize, quick: bool) -> list[s
             f" and {rate_webhook['missing']} (webhooks),"
             f" status calls {results['status_calls']['missing']}."
         )
+    if rate_webhook["missing"] and not rate["missing"]:
+        notes.append(
+            "With webhooks some jobs wait for job-watcher's 120 s webhook fallback poll although their 'completed'"
+            " webhook arrived: the double posts a job's webhooks concurrently, and a non-terminal status arriving"
+            " after 'completed' replaces the immediate confirmation (JobWatch.on_webhook / _apply_webhook)."
+        )
     if quick:
         notes.append(
             f"--quick: smaller counts, and the slow jobs take {size.slow_seconds:g} s instead of 60 s (fewer polls"

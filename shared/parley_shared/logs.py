@@ -10,5 +10,7 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aiokafka is chatty about routine group membership changes at INFO.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # aiokafka is chatty about routine group membership at INFO, faststream logs every message it handles.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for chatty in ("aiokafka", "faststream", "faststream.access.kafka"):
+        logging.getLogger(chatty).setLevel(quiet)

@@ -37,6 +37,12 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = Field(None, description="CA bundle used to verify the brokers")
     ssl_certfile: str | None = Field(None, description="client certificate for mutual TLS")
     ssl_keyfile: str | None = Field(None, description="client key for mutual TLS")
+    session_timeout_ms: int = Field(
+        6000, ge=6000, description="a consumer that stops heartbeating is replaced after this (broker minimum 6 s)"
+    )
+    batch_wait_ms: int = Field(
+        10, ge=1, le=1000, description="how long a consumer waits for more records; also its idle pause"
+    )
     topic_partitions: int = Field(6, ge=1, description="partitions for topics Parley creates")
     topic_replication_factor: int = Field(1, ge=1, description="replication factor for topics Parley creates")
 

@@ -301,10 +301,73 @@ def test_a_webhook_racing_a_poll_gives_one_outcome() -> None:
             await asyncio.sleep(600)
         await watch.flush()
 
-        assert len(provider.calls_for("job-a")) == 2  # both checks really ran concurrently
+        # The webhook came while a check was in flight: no second concurrent check, one outcome.
+        assert len(provider.calls_for("job-a")) == 1
         assert isinstance(only_outcome(publisher), JobCompleted)
 
     run_in_virtual_time(scenario)
+
+
+def test_a_final_webhook_during_a_check_that_saw_an_older_status_is_confirmed_at_once() -> None:
+    async def scenario(clock: VirtualClock) -> None:
+        # The fake answers with the status at reply time: the poll sent at +1.0 replies in_progress at +1.5.
+        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 1.55)}, latency=0.5)
+        publisher = RecordingPublisher()
+        watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
+        watch.assign(0, committed=0, end=0)
+        async with polling(watch):
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+            await asyncio.sleep(1.3)
+            watch.on_webhook("job-a", JobStatus.COMPLETED)
+            await asyncio.sleep(1.0)
+            settled_by = clock.now
+            await asyncio.sleep(600)
+        await watch.flush()
+
+        calls = provider.calls_for("job-a")
+        assert len(calls) == 2 and calls[1] < settled_by, "confirmed right after the stale check, not minutes later"
+        assert isinstance(only_outcome(publisher), JobCompleted)
+
+    run_in_virtual_time(scenario)
+
+
+def test_webhooks_out_of_order_do_not_delay_the_completion() -> None:
+    async def scenario(clock: VirtualClock) -> None:
+        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 5)}, latency=0.01)
+        publisher = RecordingPublisher()
+        watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
+        watch.assign(0, committed=0, end=0)
+        async with polling(watch):
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+            await asyncio.sleep(5.5)
+            watch.on_webhook("job-a", JobStatus.COMPLETED)
+            watch.on_webhook("job-a", JobStatus.IN_PROGRESS)  # a late, older callback
+            watch.on_webhook("job-a", JobStatus.SCHEDULED)
+            await asyncio.sleep(1.0)
+            assert isinstance(only_outcome(await flushed(watch, publisher)), JobCompleted)
+
+    run_in_virtual_time(scenario)
+
+
+def test_an_early_final_webhook_is_not_overwritten_by_a_later_older_one() -> None:
+    async def scenario(clock: VirtualClock) -> None:
+        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START)}, latency=0.01)
+        publisher = RecordingPublisher()
+        watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
+        watch.assign(0, committed=0, end=0)
+        async with polling(watch):
+            watch.on_webhook("job-a", JobStatus.COMPLETED)  # before its JobSubmitted was read
+            watch.on_webhook("job-a", JobStatus.IN_PROGRESS)
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+            await asyncio.sleep(0.2)  # well before the first scheduled poll at +1 s
+            assert isinstance(only_outcome(await flushed(watch, publisher)), JobCompleted)
+
+    run_in_virtual_time(scenario)
+
+
+async def flushed(watch: JobWatch, publisher: RecordingPublisher) -> RecordingPublisher:
+    await watch.flush()
+    return publisher
 
 
 def test_a_repeated_webhook_gives_one_outcome() -> None:

@@ -19,7 +19,7 @@ from faststream.kafka import KafkaMessage
 from parley_shared.events import JobSubmitted
 from parley_shared.health import health_router
 from parley_shared.http_errors import install_error_handlers
-from parley_shared.kafka.connection import make_broker
+from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep
 from parley_shared.kafka.history import read_since
 from parley_shared.kafka.publishing import AtomicPublisher
@@ -67,6 +67,7 @@ def create_app(
         ack_policy=AckPolicy.MANUAL,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
+        **consumer_tuning(settings.kafka),
         description="ProcessRequested commands: submit each to the provider once, publish JobSubmitted",
     )
     async def on_process_requested(msg: KafkaMessage) -> None:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from parley_shared.health import health_router
-from parley_shared.kafka.connection import make_broker
+from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
 from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
@@ -56,6 +56,7 @@ def create_app(
         ack_policy=AckPolicy.MANUAL,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
+        **consumer_tuning(settings.kafka),
         description="JobCompleted: read the conversation's insights and publish InsightsReady; JobFailed: nothing",
     )
     async def on_completion(msg: KafkaMessage) -> None:

@@ -26,7 +26,7 @@ from faststream.kafka import KafkaMessage
 from parley_shared.events import JobResolved, JobSubmitted, jobs_topic_adapter
 from parley_shared.health import health_router
 from parley_shared.http_errors import install_error_handlers
-from parley_shared.kafka.connection import make_broker
+from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.dead_letters import dead_letter_from_record
 from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
@@ -106,6 +106,7 @@ def create_app(
         ack_policy=AckPolicy.MANUAL,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
+        **consumer_tuning(settings.kafka),
         listener=JobsPartitionListener(watch, lambda: jobs_consumer()),
         description="JobSubmitted: start watching the job; JobResolved: this job is already settled",
     )

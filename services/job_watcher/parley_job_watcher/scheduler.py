@@ -49,6 +49,7 @@ class PendingJob:
     deadline: float
     polls: int = 0
     webhooks_arriving: bool = False
+    final_status_reported: bool = False  # a webhook said completed/failed; confirm rather than wait
     due: float = 0.0
     # The heap entry that is current for this job; None while the job is handed out for a check.
     token: int | None = None

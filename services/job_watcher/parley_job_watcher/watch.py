@@ -134,25 +134,31 @@ class JobWatch:
             self.partitions[job.partition].release(job.offset)
 
     def on_webhook(self, job_id: str, status: JobStatus) -> str:
-        """A provider callback; returns what was done with it (for the HTTP response)."""
+        """A provider callback; returns what was done with it (for the HTTP response).
+
+        Callbacks can arrive in any order: a late ``in_progress`` must never undo a ``completed`` already heard.
+        """
         self.webhooks_received += 1
         if job_id in self._settled:
             return "already settled"
         job = self.scheduler.get(job_id)
         if job is None:
-            # The webhook can beat the JobSubmitted record; keep it until that arrives.
-            self._early_webhooks.add(job_id, status)
+            # The webhook can beat the JobSubmitted record; keep it until that arrives (a final status wins).
+            earlier = self._early_webhooks.pop(job_id)
+            self._early_webhooks.add(job_id, earlier if earlier in TERMINAL else status)
             return "noted before the job was seen"
         self._apply_webhook(job, status)
         return "checking" if status in TERMINAL else "noted"
 
     def _apply_webhook(self, job: PendingJob, status: JobStatus) -> None:
         job.webhooks_arriving = True
-        now = self._clock()
         if status in TERMINAL:
-            self.scheduler.schedule(job, now)  # confirm at once with GET /v1/job
-        else:
-            self.scheduler.schedule_next_poll(job, now)
+            job.final_status_reported = True
+            if job.token is None:
+                return  # being checked right now; _check looks again if that check saw an older status
+            self.scheduler.schedule(job, self._clock())  # confirm at once with GET /v1/job
+        elif not job.final_status_reported and job.token is not None:
+            self.scheduler.schedule_next_poll(job, self._clock())
         self._scheduler_changed.set()
 
     # ---- polling --------------------------------------------------------------------------------------------
@@ -210,6 +216,10 @@ class JobWatch:
     def _reschedule_or_expire(self, job: PendingJob, now: float) -> None:
         if now >= job.deadline:
             self._settle(job, failure="deadline", detected_by="poll")
+        elif job.final_status_reported:
+            # A final webhook came while this check was answered with an older status: look again shortly.
+            self.scheduler.schedule(job, now + 0.05)
+            self._scheduler_changed.set()
         else:
             self.scheduler.schedule_next_poll(job, now)
             self._scheduler_changed.set()

@@ -58,3 +58,16 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         enable_idempotence=True,
         **kwargs,
     )
+
+
+def consumer_tuning(settings: KafkaSettings) -> dict[str, Any]:
+    """Subscriber options every service uses.
+
+    faststream's batch subscriber sleeps ``batch_timeout_ms`` after an empty poll (200 ms by default), which
+    showed as the p99 of completion→insights latency; a short wait keeps the hop fast at negligible idle cost.
+    """
+    return {
+        "batch_timeout_ms": settings.batch_wait_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 3),
+    }
