@@ -1,0 +1,95 @@
+"""The engine's internal model of a conversation, shared by the API, the job runner and the analysis.
+
+Input (text messages or transcribed speech) becomes ``Utterance``s; analysis turns the utterances of a whole
+conversation into ``ConversationInsights``: every Conversation API response body, in Symbl's shapes, ready to
+store and serve. Times inside a conversation are seconds from its start; absolute times are UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Speaker(BaseModel):
+    """Who said something: Symbl's ``from`` object."""
+
+    id: str | None = Field(None, description="stable id of the member (UUID) once known")
+    name: str | None = None
+    user_id: str | None = Field(None, description="Symbl's userId, usually an email address")
+    email: str | None = None
+
+
+class Word(BaseModel):
+    word: str
+    start_offset: float = Field(description="seconds from the conversation's start")
+    end_offset: float
+    score: float | None = Field(None, description="recognition confidence 0..1 (speech only)")
+
+
+class Utterance(BaseModel):
+    """One message: a text message as submitted, or a sentence-ish segment of transcribed speech."""
+
+    id: str = Field(description="16-digit numeric message id")
+    text: str
+    speaker: Speaker = Field(default_factory=Speaker)
+    start_offset: float | None = Field(None, description="seconds from the conversation's start")
+    end_offset: float | None = None
+    words: list[Word] | None = Field(None, description="word timings (speech; estimated for text with timings)")
+    channel: int | None = Field(None, description="audio channel it came from, if any")
+
+
+class Tracker(BaseModel):
+    name: str
+    vocabulary: list[str]
+
+
+class CustomEntity(BaseModel):
+    """A request's custom entity: ``{customType, value?, text}``; ``text`` is what to look for."""
+
+    custom_type: str
+    text: str
+    value: str | None = None
+
+
+class AnalysisOptions(BaseModel):
+    """The Async API options that change analysis."""
+
+    confidence_threshold: float = 0.5
+    detect_phrases: bool = False
+    detect_entities: bool = True
+    entities: list[CustomEntity] = Field(default_factory=list)
+    trackers: list[Tracker] = Field(default_factory=list)
+    enable_all_trackers: bool = False
+    enable_summary: bool = True
+
+
+class ConversationInsights(BaseModel):
+    """Every Conversation API body for one conversation, in Symbl's shapes (camelCase keys).
+
+    Items carry everything the optional query parameters can ask for (``sentiment``, ``words``, ``parentRefs``);
+    the API removes what a request did not ask for.
+    """
+
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    topics: list[dict[str, Any]] = Field(default_factory=list)
+    questions: list[dict[str, Any]] = Field(default_factory=list)
+    action_items: list[dict[str, Any]] = Field(default_factory=list)
+    follow_ups: list[dict[str, Any]] = Field(default_factory=list)
+    entities: list[dict[str, Any]] = Field(default_factory=list)
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    analytics: dict[str, Any] = Field(default_factory=dict)
+    trackers: list[dict[str, Any]] = Field(default_factory=list)
+    members: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def conversation_time(start: datetime | None, offset: float | None) -> str | None:
+    """ISO-8601 UTC time ``offset`` seconds after ``start`` (Symbl's ``2020-07-21T16:02:19.010Z`` form)."""
+    if start is None or offset is None:
+        return None
+    from datetime import timedelta
+
+    moment = start + timedelta(seconds=offset)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
