@@ -19,7 +19,7 @@ class PollPolicy:
     factor: float = 2.0
     max_interval_seconds: float = 60.0
     jitter: float = 0.1
-    webhook_fallback_interval_seconds: float = 120.0
+    webhook_fallback_interval_seconds: float = 45.0
     deadline_seconds: float = 6 * 3600.0
 
     def delay(self, polls_done: int, *, webhooks_arriving: bool, rng: random.Random) -> float:

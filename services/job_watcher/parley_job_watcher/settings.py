@@ -20,7 +20,7 @@ class JobWatcherSettings(ParleySettings):
     poll_max_interval_seconds: float = Field(60.0, gt=0, description="longest interval between polls")
     poll_jitter: float = Field(0.1, ge=0, le=1, description="intervals are stretched by up to this fraction")
     webhook_fallback_interval_seconds: float = Field(
-        120.0, gt=0, description="poll interval once a job's webhooks have been seen to arrive"
+        45.0, gt=0, description="poll interval once a job's webhooks have been seen to arrive"
     )
     job_deadline_seconds: float = Field(
         6 * 3600.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
@@ -56,6 +57,8 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         security=broker_security(settings),
         client_id=client_id,
         enable_idempotence=True,
+        # faststream logs every message it handles at this level; per-message lines belong in DEBUG.
+        log_level=logging.DEBUG,
         **kwargs,
     )
 
