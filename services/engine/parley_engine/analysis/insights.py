@@ -1,0 +1,561 @@
+"""Questions, action items and follow-ups from rules on the spaCy parse of each sentence.
+
+Rules rather than a model because they are explainable, need no training data and are fast: a sentence is a
+question when it ends in "?" or has interrogative syntax; it is an action item when it commits someone to a
+concrete future task (commitment, request, proposal, imperative, or an assignment to a named person).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from spacy.tokens import Span, Token
+
+from parley_engine.analysis.segmentation import Sentence
+
+# Words that open a sentence without carrying its structure ("So um, okay, can you…").
+DISCOURSE_WORDS = {
+    "so", "and", "but", "okay", "ok", "alright", "well", "um", "umm", "uhm", "uh", "erm", "er", "oh", "yeah",
+    "yes", "yep", "yup", "no", "nope", "right", "also", "then", "now", "sure", "great", "cool", "perfect",
+    "actually", "anyway", "anyways", "hey", "hi", "hello", "thanks", "basically", "honestly", "like", "hmm", "mm",
+    "ah", "fine", "awesome", "alrighty", "gotcha", "totally", "absolutely", "definitely", "or", "plus", "just",
+    "quick", "question", "one", "last", "thing", "sounds", "good", "excellent", "wonderful", "sorry",
+}  # fmt: skip
+WH_WORDS = {"what", "when", "where", "who", "whom", "whose", "why", "how", "which"}
+QUESTION_AUXILIARIES = {
+    "do", "does", "did", "is", "are", "was", "were", "am", "can", "could", "would", "will", "should", "shall",
+    "have", "has", "had", "may", "might", "must", "wo", "ca", "is'nt",
+}  # fmt: skip
+INDIRECT_QUESTION = re.compile(
+    r"^(?:i\s+was\s+wondering|i'm\s+wondering|i\s+am\s+wondering|i\s+wonder|wondering|i'm\s+curious|i\s+am\s+curious"
+    r"|curious)\s+(?:if|whether|what|how|when|why|who|where|about)\b"
+    r"|^any\s+(?:idea|ideas|thoughts|update|updates|news|questions|chance|objections|concerns|feedback)\b"
+    r"|^(?:can|could)\s+(?:someone|somebody|anyone|anybody)\s+(?:tell|explain|remind)\b"
+    r"|^(?:tell|remind)\s+me\s+(?:what|how|when|why|where|who|if|whether)\b"
+    r"|^i'd\s+(?:like|love)\s+to\s+(?:know|understand|hear)\s+(?:what|how|when|why|where|who|if|whether)\b",
+    re.IGNORECASE,
+)
+
+# Verbs that are not tasks even with "I will" in front ("I will say that…", "we'll see").
+NON_TASK_VERBS = {
+    "be", "see", "say", "think", "know", "mean", "guess", "suppose", "admit", "wonder", "hope", "bet", "believe",
+    "feel", "like", "love", "hear", "seem", "happen", "agree", "understand", "want", "need", "wish", "imagine",
+    "expect", "assume", "appreciate", "pretend", "depend", "matter", "cost", "last", "argue", "stay", "remain",
+}  # fmt: skip
+# Requests about the call itself ("can you share your screen") are done on the spot, not tasks.
+REQUEST_IMMEDIATE_VERBS = {
+    "hear", "see", "repeat", "say", "explain", "clarify", "elaborate", "tell", "describe", "walk", "share", "show",
+    "speak", "go", "remind", "introduce", "read", "scroll", "zoom", "mute", "unmute", "stop", "talk", "answer",
+    "expand", "wait", "hold", "hang", "thank", "excuse", "pardon", "welcome", "come", "look", "listen", "mind",
+    "imagine", "consider", "bear", "trust", "enjoy", "keep", "start", "begin", "move", "continue", "jump", "let",
+    "remember", "forget", "carry", "proceed", "pass", "give",
+}  # fmt: skip
+# "Let's…" / "let me…" mostly steer the meeting ("let's review the numbers", "let me check").
+PROCEDURAL_VERBS = REQUEST_IMMEDIATE_VERBS | {
+    "dive", "recap", "discuss", "review", "focus", "kick", "wrap", "pull", "open", "take", "do", "turn", "switch",
+    "hop", "pause", "skip", "cover", "finish", "spend", "get", "ask", "put", "try", "use", "think", "check", "note",
+    "pick", "hit", "click", "rewind", "bring", "circle",
+}  # fmt: skip
+# Cues that move an otherwise immediate request to after the meeting ("share the deck after the call").
+LATER_CUES = re.compile(
+    r"\b(?:later|after(?:wards)?|offline|tomorrow|tonight|next|by|before|end of|eod|this week|this afternoon|"
+    r"monday|tuesday|wednesday|thursday|friday|weekend|asap|soon|follow|back to)\b",
+    re.IGNORECASE,
+)
+# Replies that acknowledge ("Got it.") versus replies that accept a task ("Will do.").
+ACKNOWLEDGEMENT = re.compile(r"^(?:got it|sounds good|makes sense|fair enough|no worries|thank you|thanks)\b")
+SHORT_COMMITMENT = re.compile(r"^(?:will do|on it|i'm on it|i am on it|consider it done)\b")
+REPORTING_VERBS = {"wonder", "ask", "know", "question", "doubt", "say", "tell", "mention", "remember", "hear", "see"}
+HEDGES = {"maybe", "perhaps", "probably", "possibly", "might", "may", "could", "hopefully", "try", "ideally"}
+HEDGE_PHRASES = re.compile(r"\b(?:i think|i guess|if i can|if we can|if possible|kind of|sort of|not sure)\b", re.I)
+FUTURE_AUX = {"will", "shall", "'ll", "wo"}
+OBLIGATION_VERBS = {"need", "have", "got"}
+THIRD_PERSON_SUBJECTS = {"he", "she"}
+GROUP_SUBJECTS = {"someone", "somebody", "everyone", "everybody", "anyone", "team", "y'all"}
+FOLLOW_UP = re.compile(
+    r"\b(?:follow(?:-|\s)?up|get\s+back\s+to|circle\s+back|reach\s+out|touch\s+base|reconnect|catch\s+up|check\s+in"
+    r"|ping|loop\s+back|send\s+(?:\w+\s+){0,3}over|send\s+(?:you|him|her|them|us|me)\s+(?:an?\s+)?(?:email|invite|note"
+    r"|calendar|recap|summary)|(?:schedule|set\s+up|book|arrange|organi[sz]e|put|find|grab)\b.{0,40}?\b(?:call|meeting"
+    r"|sync|demo|session|time|invite|chat|slot|check-in|follow-up)|(?:call|email|text|meet)\s+(?:you|him|her|them"
+    r"|again|back)|talk\s+(?:again|next|tomorrow|on|later|soon)|sync\s+(?:up|again|next|tomorrow|later|on))",
+    re.IGNORECASE,
+)
+
+
+class ActionKind(StrEnum):
+    COMMITMENT = "commitment"
+    REQUEST = "request"
+    PROPOSAL = "proposal"
+    IMPERATIVE = "imperative"
+    ASSIGNMENT = "assignment"
+
+
+class OwnerRole(StrEnum):
+    """Who is to do the task, before it is resolved to a member."""
+
+    SPEAKER = "speaker"
+    ADDRESSEE = "addressee"
+    NAMED = "named"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class QuestionFinding:
+    sentence: Sentence
+    score: float
+
+
+@dataclass(frozen=True)
+class ActionFinding:
+    sentence: Sentence
+    kind: ActionKind
+    owner: OwnerRole
+    owner_name: str | None
+    owner_offset: int | None
+    task_verb: Token
+    hedged: bool
+    follow_up: bool
+    score: float
+
+    @property
+    def definitive(self) -> bool:
+        """A clear owner, a firm commitment or assignment, and no hedging."""
+        firm = self.kind in {ActionKind.COMMITMENT, ActionKind.ASSIGNMENT, ActionKind.IMPERATIVE}
+        return firm and not self.hedged and self.owner is not OwnerRole.UNKNOWN
+
+    def action_phrase(self) -> str:
+        """The task itself ("send the deck over to Tom by Friday"), Symbl's ``action_phrase``."""
+        verb = self.task_verb
+        skipped = {
+            t.i for c in verb.children if c.dep_ in {"nsubj", "nsubjpass", "aux", "auxpass", "neg"} for t in c.subtree
+        }
+        tokens = [t for t in verb.subtree if t.i not in skipped and t.i >= verb.i]
+        while tokens and (tokens[-1].is_punct or tokens[-1].dep_ == "cc"):
+            tokens.pop()
+        return "".join(t.text_with_ws for t in tokens).strip()
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """Where a sentence's content starts once fillers and a vocative are skipped."""
+
+    index: int
+    vocative: Span | None
+
+
+def _opening(span: Span, member_first_names: set[str]) -> _Opening:
+    vocative: Span | None = None
+    i = 0
+    tokens = list(span)
+    while i < len(tokens):
+        token = tokens[i]
+        lower = token.lower_
+        if token.is_punct or token.is_space or lower in DISCOURSE_WORDS or token.pos_ == "INTJ":
+            i += 1
+            continue
+        # "Maria, could you…" / "Okay Tom, send…": a name followed by a comma addresses someone.
+        end = i
+        while end < len(tokens) and tokens[end].pos_ == "PROPN":
+            end += 1
+        is_name = end > i and (tokens[i].ent_type_ == "PERSON" or lower in member_first_names)
+        if is_name and end < len(tokens) and tokens[end].text == ",":
+            vocative = span[i:end]
+            i = end + 1
+            continue
+        break
+    if vocative is None and len(tokens) >= 3:
+        # "…by Friday, Tom?" — a trailing vocative.
+        end = len(tokens)
+        while end > 0 and tokens[end - 1].is_punct:
+            end -= 1
+        start = end
+        while start > 0 and tokens[start - 1].pos_ == "PROPN":
+            start -= 1
+        if start < end and start > 0 and tokens[start - 1].text == ",":
+            candidate = span[start:end]
+            if candidate[0].ent_type_ == "PERSON" or candidate[0].lower_ in member_first_names:
+                vocative = candidate
+    return _Opening(i, vocative)
+
+
+def question_score(sentence: Sentence, member_first_names: set[str]) -> float | None:
+    """How surely the sentence asks something, or None when it does not."""
+    span = sentence.span
+    text = sentence.text
+    if not any(ch.isalpha() for ch in text):
+        return None
+    if text.rstrip("\"' )").endswith("?"):
+        return 0.95
+    opening = _opening(span, member_first_names)
+    tokens = list(span)[opening.index :]
+    words = [t for t in tokens if not t.is_punct]
+    if len(words) < 2:
+        return None
+    rest = span[opening.index :].text
+    if INDIRECT_QUESTION.search(rest):
+        return 0.8
+    first, second = words[0], words[1]
+    if first.lower_ in {"anything", "anyone", "anybody", "any"} and (
+        first.dep_ == "ROOT" or (first.head.dep_ == "ROOT" and first.head.pos_ == "NOUN")
+    ):
+        # Elliptical questions: "Anything that didn't go well", "Any blockers".
+        return 0.7
+    if first.lower_ in WH_WORDS:
+        if second.lower_ in {"if", "about", "else"} or second.pos_ in {"AUX", "VERB"}:
+            return 0.8 if first.lower_ not in {"when", "where"} or second.pos_ == "AUX" else None
+        if first.lower_ == "how" and second.lower_ in {"many", "much", "long", "often", "far", "soon", "come"}:
+            return 0.8
+        if first.lower_ in {"what", "which", "whose"} and second.pos_ == "NOUN":
+            # "What kind of number were you hoping for": an auxiliary before its subject, a few words in.
+            for left, right in itertools.pairwise(words):
+                if left.pos_ == "AUX" and right.dep_ in {"nsubj", "nsubjpass", "expl"}:
+                    return 0.75
+        return None
+    if first.lower_ in QUESTION_AUXILIARIES and first.pos_ in {"AUX", "VERB"}:
+        subject = second
+        if subject.lower_ in {"n't", "not"} and len(words) > 2:
+            subject = words[2]
+        # The subject must follow before any pause: "Are other customers affected" but not "Will do, I'll…".
+        before_pause = list(itertools.takewhile(lambda t: not t.is_punct, tokens[tokens.index(first) + 1 :]))[:4]
+        if any(w.dep_ in {"nsubj", "nsubjpass", "expl"} for w in before_pause) or (
+            subject.pos_ in {"PRON", "PROPN", "DET"} and subject.lower_ not in {"that", "this"} and first.lower_ != "do"
+        ):
+            return 0.85
+        if subject.lower_ in {"you", "we", "i", "they", "he", "she", "there", "anyone", "anybody", "someone"}:
+            return 0.85
+    return None
+
+
+def _children(token: Token, *deps: str) -> list[Token]:
+    return [c for c in token.children if c.dep_ in deps]
+
+
+def _subject(verb: Token) -> Token | None:
+    """The clause's subject, following conjunctions and control verbs upward ("I'll update it and send it")."""
+    current: Token | None = verb
+    while current is not None:
+        subjects = _children(current, "nsubj", "nsubjpass", "expl")
+        if subjects:
+            return subjects[0]
+        if current.dep_ in {"conj", "xcomp"} and current.head is not current:
+            current = current.head
+        else:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class _Clause:
+    """A verb with what governs it: subject, modality, negation, question form."""
+
+    head: Token
+    task: Token
+    subject: Token | None
+    modality: str | None
+    negated: bool
+    inverted: bool
+    past: bool
+
+
+def _clause(verb: Token) -> _Clause:
+    auxes = _children(verb, "aux", "auxpass")
+    if verb.dep_ == "conj" and not auxes and not _children(verb, "nsubj"):
+        auxes = _children(verb.head, "aux", "auxpass")
+    subject = _subject(verb)
+    negated = bool(_children(verb, "neg"))
+    aux_lowers = {a.lower_ for a in auxes} | {a.lemma_.lower() for a in auxes}
+    modality: str | None = None
+    if aux_lowers & FUTURE_AUX:
+        modality = "will"
+    else:
+        for word in ("should", "must", "can", "could", "would", "might", "may", "ca"):
+            if word in aux_lowers:
+                modality = "can" if word == "ca" else word
+                break
+    past = any(a.tag_ in {"VBD"} and a.lemma_ in {"be", "do", "have"} for a in auxes) or (
+        not auxes and verb.tag_ in {"VBD", "VBN"}
+    )
+    task = verb
+    # Control verbs hand the task to their complement: "going to send", "need to fix", "be able to ship".
+    for _ in range(3):
+        xcomps = _children(task, "xcomp")
+        if task.lemma_ == "go" and task.tag_ == "VBG" and xcomps:
+            modality = modality or "will"
+            task = xcomps[0]
+        elif task.lemma_ in OBLIGATION_VERBS and xcomps and xcomps[0].tag_ == "VB":
+            # "We'd need to…" stays conditional; "we'll need to…" / "we need to…" oblige.
+            modality = modality if modality in {"will", "should", "must", "would", "could", "might"} else "need"
+            task = xcomps[0]
+        elif task.lemma_ in {"try", "plan", "intend", "aim", "hope", "want", "like", "love", "mind"} and xcomps:
+            modality = modality or task.lemma_
+            task = xcomps[0]
+        elif task.lemma_ == "be" and _children(task, "acomp"):
+            acomp = _children(task, "acomp")[0]
+            inner = _children(acomp, "xcomp")
+            if acomp.lower_ in {"able", "happy", "glad", "sure"} and inner:
+                task = inner[0]
+            else:
+                break
+        else:
+            break
+    if task is not verb and _children(task, "neg"):
+        negated = True
+    inverted = bool(auxes) and subject is not None and min(a.i for a in auxes) < subject.i
+    if not auxes and subject is not None and verb.lemma_ in {"be", "do", "have"} and verb.i < subject.i:
+        inverted = True
+    return _Clause(verb, task, subject, modality, negated, inverted, past)
+
+
+def _is_person(token: Token, member_first_names: set[str]) -> bool:
+    """A name as subject: a person, or an organisation that can take a task ("Acme signs by Friday")."""
+    if token.lower_ in member_first_names and token.is_title:
+        return True
+    return token.pos_ == "PROPN" and token.ent_type_ in {"PERSON", "ORG", ""}
+
+
+def _name_span(token: Token) -> Span:
+    """The full name a subject token belongs to ("Tom Baker will…")."""
+    for ent in token.doc.ents:
+        if ent.start <= token.i < ent.end:
+            return ent
+    return token.doc[token.i : token.i + 1]
+
+
+def _has_later_cue(span: Span) -> bool:
+    return bool(LATER_CUES.search(span.text)) or any(e.label_ in {"DATE", "TIME"} for e in span.ents)
+
+
+def _hedged(span: Span, clause: _Clause) -> bool:
+    lowers = {t.lower_ for t in span}
+    if clause.inverted:
+        # "Could you…" is politeness, not doubt.
+        lowers -= {"could", "may"}
+    offered = clause.modality == "can" and not clause.inverted
+    return bool(lowers & HEDGES) or bool(HEDGE_PHRASES.search(span.text)) or clause.modality == "try" or offered
+
+
+def _task_is_concrete(task: Token, span: Span, *, immediate_ok: bool, procedural: bool = False) -> bool:
+    lemma = task.lemma_.lower()
+    if task.pos_ not in {"VERB", "AUX"} or lemma in NON_TASK_VERBS:
+        return False
+    if lemma == "tell" and any(c.lower_ in {"you", "what"} for c in task.children):
+        return False
+    immediate = PROCEDURAL_VERBS if procedural else REQUEST_IMMEDIATE_VERBS
+    if immediate_ok or lemma not in immediate or _has_later_cue(span):
+        return True
+    # "talk to my manager", "check with legal": someone outside the call makes it a task, not a meeting move.
+    return any(
+        prep.lower_ in {"with", "to"}
+        and any(
+            o.dep_ == "pobj" and o.lower_ not in {"you", "us", "me", "everyone"} and o.pos_ in {"NOUN", "PROPN"}
+            for o in prep.children
+        )
+        for prep in task.children
+        if prep.dep_ == "prep"
+    ) and lemma in {"talk", "check", "speak", "discuss", "go", "share", "review", "ask"}
+
+
+def _finding(
+    sentence: Sentence,
+    clause: _Clause | None,
+    kind: ActionKind,
+    owner: OwnerRole,
+    task: Token,
+    name: Span | None = None,
+) -> ActionFinding:
+    span = sentence.span
+    hedged = _hedged(span, clause) if clause else bool({t.lower_ for t in span} & HEDGES)
+    base = {
+        ActionKind.COMMITMENT: 0.9,
+        ActionKind.ASSIGNMENT: 0.85,
+        ActionKind.REQUEST: 0.85,
+        ActionKind.IMPERATIVE: 0.8,
+        ActionKind.PROPOSAL: 0.75,
+    }[kind]
+    has_date = any(e.label_ in {"DATE", "TIME"} for e in span.ents)
+    score = min(0.99, base - (0.1 if hedged else 0.0) + (0.05 if has_date else 0.0))
+    return ActionFinding(
+        sentence=sentence,
+        kind=kind,
+        owner=owner,
+        owner_name=name.text if name is not None else None,
+        owner_offset=(name.start_char - span.start_char) if name is not None else None,
+        task_verb=task,
+        hedged=hedged,
+        follow_up=bool(FOLLOW_UP.search(span.text)),
+        score=round(score, 2),
+    )
+
+
+def _let_construction(sentence: Sentence, let: Token) -> ActionFinding | None:
+    """ "Let's …" (proposal), "let me …" (the speaker commits), "let me know …" (a request)."""
+    span = sentence.span
+    following = let.nbor(1) if let.i + 1 < len(let.doc) else None
+    complements = _children(let, "ccomp", "xcomp")
+    if following is None or following.lower_ not in {"'s", "us", "me", "s"} or not complements:
+        return None
+    target, task = following.lower_, complements[0]
+    if target == "me" and task.lemma_ == "know":
+        if re.search(r"\bif\s+(?:you|there)\s+(?:have|has|are|is)\s+(?:any|other)", span.text, re.I):
+            return None
+        return _finding(sentence, None, ActionKind.REQUEST, OwnerRole.ADDRESSEE, task)
+    if not _task_is_concrete(task, span, immediate_ok=False, procedural=True):
+        return None
+    if target in {"'s", "us", "s"}:
+        return _finding(sentence, None, ActionKind.PROPOSAL, OwnerRole.SPEAKER, task)
+    if target == "me":
+        return _finding(sentence, None, ActionKind.COMMITMENT, OwnerRole.SPEAKER, task)
+    return None
+
+
+def _imperative(sentence: Sentence, verb: Token, opening: _Opening) -> ActionFinding | None:
+    span = sentence.span
+    subject = _subject(verb)
+    if (
+        subject is not None
+        and opening.vocative is not None
+        and subject.i in range(opening.vocative.start, opening.vocative.end)
+    ):
+        subject = None  # "Ben, please renew it": the parser reads the vocative as the subject.
+    if verb.tag_ != "VB" or subject is not None or _children(verb, "aux", "auxpass"):
+        # "Don't forget to…" and "do remember to…" are the only auxiliaries an imperative task takes.
+        negation = _children(verb, "neg")
+        if not (verb.lemma_ in {"forget", "hesitate"} and negation):
+            return None
+    lead = [t for t in span[opening.index : verb.i - span.start] if not t.is_punct]
+    if any(t.lower_ not in {"please", "just", "also", "and", "then", "so", "do", "n't", "definitely"} for t in lead):
+        return None
+    task = verb
+    xcomps = _children(verb, "xcomp")
+    if verb.lemma_ in {"forget", "remember", "make"} and (xcomps or _children(verb, "ccomp")):
+        if verb.lemma_ == "forget" and not _children(verb, "neg"):
+            return None
+        task = (xcomps or _children(verb, "ccomp"))[0]
+        if verb.lemma_ == "make":
+            task = verb
+    elif _children(verb, "neg"):
+        return None
+    if verb.lemma_ == "give" and re.search(r"\b(?:sec|second|minute|moment)\b", span.text, re.I):
+        return None
+    if not _task_is_concrete(task, span, immediate_ok=False) and task.lemma_ not in {"make", "forget", "remember"}:
+        return None
+    kind = ActionKind.REQUEST if any(t.lower_ == "please" for t in span) else ActionKind.IMPERATIVE
+    return _finding(sentence, None, kind, OwnerRole.ADDRESSEE, task)
+
+
+def _declared(sentence: Sentence, clause: _Clause, member_first_names: set[str]) -> ActionFinding | None:
+    """A clause with a subject: commitments, requests in question form, and assignments."""
+    span = sentence.span
+    subject = clause.subject
+    if subject is None or clause.negated or clause.past:
+        return None
+    who = subject.lower_
+    modality = clause.modality
+    task = clause.task
+    # "I need you to…", "I'd like you to…", "I want you to…": a request to the addressee.
+    if who == "i" and clause.head.lemma_ in {"need", "want", "like"}:
+        dobj = _children(clause.head, "dobj", "nsubj")
+        inner = _children(clause.head, "xcomp", "ccomp")
+        addressed = inner and any(c.lower_ == "you" for c in list(inner[0].children) + dobj)
+        if addressed:
+            if _task_is_concrete(inner[0], span, immediate_ok=False):
+                return _finding(sentence, clause, ActionKind.REQUEST, OwnerRole.ADDRESSEE, inner[0])
+            return None
+    if who in {"i", "we"}:
+        if clause.inverted:
+            return None
+        if modality in {"will", "need", "must"} or (modality == "should" and who == "we"):
+            kind = ActionKind.COMMITMENT if modality in {"will", "need", "must"} else ActionKind.PROPOSAL
+        elif (modality == "can" and who == "i") or (
+            modality in {"try", "plan", "intend", "aim"} and clause.head.tag_ != "VBD"
+        ):
+            kind = ActionKind.COMMITMENT
+        else:
+            return None
+        if not _task_is_concrete(task, span, immediate_ok=True):
+            return None
+        return _finding(sentence, clause, kind, OwnerRole.SPEAKER, task)
+    if who == "you":
+        if clause.inverted and modality in {"can", "could", "would", "will"}:
+            if modality == "would" and clause.head.lemma_ not in {"mind", "be"} and task is clause.head:
+                return None
+            if not _task_is_concrete(task, span, immediate_ok=False):
+                return None
+            return _finding(sentence, clause, ActionKind.REQUEST, OwnerRole.ADDRESSEE, task)
+        if not clause.inverted and modality in {"will", "need", "must", "should"}:
+            if not _task_is_concrete(task, span, immediate_ok=False):
+                return None
+            return _finding(sentence, clause, ActionKind.ASSIGNMENT, OwnerRole.ADDRESSEE, task)
+        return None
+    if clause.inverted:
+        return None
+    if _is_person(subject, member_first_names):
+        dated = any(e.label_ in {"DATE", "TIME"} for e in span.ents)
+        if modality in {"will", "need", "must", "should"} or (modality is None and task.tag_ == "VBZ" and dated):
+            if not _task_is_concrete(task, span, immediate_ok=True):
+                return None
+            return _finding(sentence, clause, ActionKind.ASSIGNMENT, OwnerRole.NAMED, task, _name_span(subject))
+        return None
+    if who in THIRD_PERSON_SUBJECTS | GROUP_SUBJECTS and modality in {"will", "need", "must", "should"}:
+        if not _task_is_concrete(task, span, immediate_ok=True):
+            return None
+        return _finding(sentence, clause, ActionKind.ASSIGNMENT, OwnerRole.UNKNOWN, task)
+    return None
+
+
+def find_action(sentence: Sentence, member_first_names: set[str]) -> ActionFinding | None:
+    """The first task the sentence sets someone, or None."""
+    span = sentence.span
+    opening = _opening(span, member_first_names)
+    if opening.index >= len(span):
+        return None
+    first = span[opening.index]
+    rest = span[opening.index :].text.lower()
+    if ACKNOWLEDGEMENT.match(rest):
+        return None
+    if SHORT_COMMITMENT.match(rest):
+        return _finding(sentence, None, ActionKind.COMMITMENT, OwnerRole.SPEAKER, first)
+    # Wh-questions ask about tasks ("what will you do?") without setting one; "if" clauses only suppose one.
+    if first.lower_ in WH_WORDS or first.lower_ in {"if", "unless", "whether"}:
+        return None
+    finding: ActionFinding | None = None
+    for token in span[opening.index :]:
+        if token.lemma_ == "let" and token.tag_ == "VB" and not _children(token, "nsubj", "aux"):
+            finding = _let_construction(sentence, token)
+        elif token.pos_ in {"VERB", "AUX"} and token.dep_ in {"ROOT", "conj", "ccomp", "parataxis"}:
+            if token.dep_ != "ROOT" and token.head.lemma_ == "let":
+                continue
+            if any(
+                c.dep_ == "mark" and c.lower_ in {"if", "unless", "when", "once", "whether"} for c in token.children
+            ):
+                continue
+            # "I was wondering whether we should…", "I don't know if we'll…" report a task, they do not set one.
+            if token.dep_ == "ccomp" and token.head.lemma_ in REPORTING_VERBS:
+                continue
+            finding = _declared(sentence, _clause(token), member_first_names)
+            if finding is None and token.i - span.start >= opening.index:
+                finding = _imperative(sentence, token, opening)
+        if finding is not None:
+            break
+    if finding is not None and opening.vocative is not None and finding.owner is OwnerRole.ADDRESSEE:
+        vocative = opening.vocative
+        finding = ActionFinding(
+            **{
+                **finding.__dict__,
+                "owner": OwnerRole.NAMED,
+                "owner_name": vocative.text,
+                "owner_offset": vocative.start_char - span.start_char,
+            }
+        )
+    return finding
+
+
+def content_text(span: Span, member_first_names: set[str]) -> str:
+    """The sentence without its opening fillers and vocative ("So um, Tom, can you…" → "can you…")."""
+    opening = _opening(span, member_first_names)
+    if opening.index >= len(span):
+        return span.text.strip()
+    return span.doc[span.start + opening.index : span.end].text.strip()
