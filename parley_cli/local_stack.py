@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-SERVICE_PORTS = {"ingest": 8701, "job-watcher": 8702, "insight-fetcher": 8703, "provider-double": 8790}
+SERVICE_PORTS = {"engine": 8700, "ingest": 8701, "job-watcher": 8702, "insight-fetcher": 8703, "provider-double": 8790}
 
 
 @dataclass
@@ -59,6 +59,7 @@ class LocalStack:
         log_path = self.log_dir / f"{name}.log"
         env = {**os.environ, **self.env, **(extra_env or {})}
         env_port_names = {
+            "engine": "PARLEY_HTTP_PORT",
             "ingest": "PARLEY_HTTP_PORT",
             "job-watcher": "PARLEY_HTTP_PORT",
             "insight-fetcher": "PARLEY_HTTP_PORT",

@@ -50,6 +50,7 @@ VIDEO_TYPES = {
 
 
 class Service(StrEnum):
+    engine = "engine"
     ingest = "ingest"
     job_watcher = "job-watcher"
     insight_fetcher = "insight-fetcher"
@@ -58,9 +59,14 @@ class Service(StrEnum):
 
 @app.command()
 def run(service: Annotated[Service, typer.Argument(help="the service to run in the foreground")]) -> None:
-    """Run one service in the foreground (settings from PARLEY_* variables)."""
+    """Run one service in the foreground (settings from PARLEY_* variables); engine listens on 127.0.0.1:8700."""
     import uvicorn
 
+    if service is Service.engine:
+        from parley_engine.__main__ import serve
+
+        serve()
+        return
     if service is Service.provider_double:
         from parley_devtools.provider_double.__main__ import main as run_double
 
@@ -263,10 +269,13 @@ def demo(
     keep_running: Annotated[bool, typer.Option(help="leave the services running afterwards")] = False,
     provider_url: Annotated[
         str | None,
-        typer.Option(envvar="PARLEY_API_URL", help="a Symbl-compatible API; default: a local scripted provider"),
+        typer.Option(envvar="PARLEY_API_URL", help="a Symbl-compatible API; default: Parley's engine, started here"),
     ] = None,
+    scripted_provider: Annotated[
+        bool, typer.Option(help="use the scripted provider double instead of the engine (no real analysis)")
+    ] = False,
 ) -> None:
-    """Parley's whole job on local defaults: Kafka, provider, the three services, samples in, insights out."""
+    """Parley's whole job on local defaults: Kafka, the engine, the three services, samples in, insights out."""
     from parley_cli.local_kafka import LocalKafka, LocalKafkaSettings
     from parley_cli.local_stack import LocalStack
 
@@ -277,11 +286,14 @@ def demo(
     log_dir = Path(tempfile.gettempdir()) / "parley-demo-logs"
     env = {"PARLEY_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PARLEY_LOG_LEVEL": "WARNING"}
     stack = LocalStack(log_dir=log_dir, env=env)
+    code = 1
     try:
-        if provider_url is None:
-            typer.echo("Starting the scripted provider (stands in for the engine until it lands)…")
-            double = stack.start("provider-double", ready_path="/_double/jobs")
-            provider_url = double.url
+        if provider_url is None and scripted_provider:
+            typer.echo("Starting the scripted provider double…")
+            provider_url = stack.start("provider-double", ready_path="/_double/jobs").url
+        elif provider_url is None:
+            typer.echo("Starting Parley's engine (offline speech-to-text and analysis) on 127.0.0.1:8700…")
+            provider_url = stack.start("engine", ready_path="/healthz", timeout=120).url
         stack.env["PARLEY_API_URL"] = provider_url
         typer.echo(f"Starting ingest, job-watcher and insight-fetcher (logs in {log_dir})…")
         stack.start("job-watcher")
@@ -290,7 +302,7 @@ def demo(
         paths = files or [SAMPLES / "meeting.json", SAMPLES / "support-call.ogg"]
         settings = ParleySettings(kafka_bootstrap_servers=bootstrap)
         code = asyncio.run(
-            submit_and_wait(settings, "http://127.0.0.1:8701", paths, wait=True, wait_seconds=180, as_json=False)
+            submit_and_wait(settings, "http://127.0.0.1:8701", paths, wait=True, wait_seconds=300, as_json=False)
         )
         if keep_running:
             typer.echo("Services keep running; press Ctrl-C to stop them.")

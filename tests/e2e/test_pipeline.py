@@ -7,11 +7,8 @@ per job, idempotent submission, dead letters for bad commands, and recovery of p
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,19 +21,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from parley_shared.events import MediaKind, ProcessRequested
-from parley_shared.settings import KafkaSettings, TopicNames
 
-from parley_cli.local_stack import LocalStack
 from parley_cli.watching import TopicFollower
 from parley_devtools.provider_double import gate_violations
+from tests.e2e.pipeline_stack import Pipeline, collect, running_pipeline
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def text_body(n: int, *, fail: bool = False) -> dict[str, Any]:
@@ -56,86 +46,10 @@ def text_body(n: int, *, fail: bool = False) -> dict[str, Any]:
     }
 
 
-class Pipeline:
-    def __init__(self, stack: LocalStack, topics: TopicNames, kafka: KafkaSettings) -> None:
-        self.stack, self.topics, self.kafka = stack, topics, kafka
-
-    @property
-    def ingest(self) -> str:
-        return self.stack.processes["ingest"].url
-
-    @property
-    def double(self) -> str:
-        return self.stack.processes["provider-double"].url
-
-    def restart(self, name: str, *, kill: bool) -> None:
-        service = self.stack.processes[name]
-        port = service.port
-        self.stack.stop(name, kill=kill)
-        self.stack.start(name, port=port, extra_env=self.extra_env.get(name))
-
-    extra_env: dict[str, dict[str, str]] = {}
-
-
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    run = uuid.uuid4().hex[:8]
-    topics = TopicNames(
-        requests=f"e2e-{run}.requests",
-        jobs=f"e2e-{run}.jobs",
-        completions=f"e2e-{run}.completions",
-        insights=f"e2e-{run}.insights",
-        dead_letters=f"e2e-{run}.dead-letters",
-    )
-    env = {
-        "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "PARLEY_TOPICS__REQUESTS": topics.requests,
-        "PARLEY_TOPICS__JOBS": topics.jobs,
-        "PARLEY_TOPICS__COMPLETIONS": topics.completions,
-        "PARLEY_TOPICS__INSIGHTS": topics.insights,
-        "PARLEY_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "PARLEY_KAFKA__TOPIC_PARTITIONS": "3",
-        "PARLEY_LOG_LEVEL": "INFO",
-        "PARLEY_POLL_INITIAL_SECONDS": "0.5",
-        "PARLEY_INSTANCE_ID": f"e2e-{run}",
-    }
-    stack = LocalStack(log_dir=tmp_path_factory.mktemp("e2e-logs"), env=env)
-    try:
-        double = stack.start(
-            "provider-double",
-            port=free_port(),
-            ready_path="/_double/jobs",
-            extra_env={"PARLEY_DOUBLE_SCHEDULED_SECONDS": "0.2", "PARLEY_DOUBLE_PROCESSING_SECONDS": "1.0"},
-        )
-        stack.env["PARLEY_API_URL"] = double.url
-        watcher = stack.start("job-watcher", port=free_port())
-        stack.start("insight-fetcher", port=free_port())
-        Pipeline.extra_env = {"ingest": {"PARLEY_WEBHOOK_URL": f"{watcher.url}/webhooks/jobs"}}
-        stack.start("ingest", port=free_port(), extra_env=Pipeline.extra_env["ingest"])
-        yield Pipeline(stack, topics, KafkaSettings(bootstrap_servers=kafka_bootstrap))
-    finally:
-        stack.stop_all()
-
-
-async def collect(
-    follower: TopicFollower, expected_jobs: set[str], *, settle_seconds: float = 3.0, wait_seconds: float = 60.0
-) -> dict[str, list[dict[str, Any]]]:
-    """Events by eventType until every expected job has an outcome, then a little longer to catch duplicates."""
-    seen: dict[str, list[dict[str, Any]]] = {}
-    finished: set[str] = set()
-
-    async def read(until_done: bool) -> None:
-        async for _, event in follower.events():
-            seen.setdefault(event.get("eventType", "?"), []).append(event)
-            if event.get("eventType") in ("InsightsReady", "JobFailed", "DeadLetter"):
-                finished.add(event.get("jobId") or event.get("requestId") or "?")
-            if until_done and expected_jobs <= finished:
-                return
-
-    await asyncio.wait_for(read(True), wait_seconds)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(read(False), settle_seconds)
-    return seen
+    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("e2e-logs")) as running:
+        yield running
 
 
 async def submit_text(

@@ -1,0 +1,26 @@
+"""``python -m parley_engine``: serve the engine on ``PARLEY_HTTP_HOST``:``PARLEY_HTTP_PORT``."""
+
+from __future__ import annotations
+
+import uvicorn
+from parley_shared.logs import configure_logging
+
+from parley_engine.app import create_app
+from parley_engine.settings import EngineSettings
+
+
+def serve(settings: EngineSettings | None = None) -> None:
+    settings = settings or EngineSettings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        # Uploads are streamed to disk by the app; uvicorn must not cap or buffer them.
+        timeout_keep_alive=30,
+    )
+
+
+if __name__ == "__main__":
+    serve()

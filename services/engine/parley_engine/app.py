@@ -1,0 +1,114 @@
+"""The engine's composition root: settings → store → workers → job runner and webhook sender → HTTP API.
+
+Everything the engine serves is here: auth, the Async API, the Job API, the Conversation API, health. Errors are
+JSON ``{"message": …}`` everywhere, bad input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from parley_shared.http_errors import install_error_handlers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parley_engine.async_api import build_async_router, build_job_router
+from parley_engine.auth import TokenAuthority, build_auth_router
+from parley_engine.conversations_api import build_conversations_router
+from parley_engine.jobs import JobRunner
+from parley_engine.settings import EngineSettings
+from parley_engine.store import Store
+from parley_engine.webhooks import WebhookSender
+from parley_engine.workers import (
+    AnalysisWorkers,
+    Analyzer,
+    ProcessPoolWorkers,
+    Recognizer,
+    ThreadWorkers,
+    real_analyzer,
+    real_recognizer,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_workers(
+    settings: EngineSettings,
+    analyzer_factory: Callable[[], Analyzer] | None,
+    recognizer_factory: Callable[[], Recognizer] | None,
+) -> AnalysisWorkers:
+    """Injected factories run on threads (tests, light fakes); the real models run in a process pool."""
+    if analyzer_factory is None and recognizer_factory is None:
+        return ProcessPoolWorkers(settings.workers)
+    return ThreadWorkers(recognizer_factory or real_recognizer, analyzer_factory or real_analyzer)
+
+
+def create_app(
+    settings: EngineSettings | None = None,
+    *,
+    analyzer_factory: Callable[[], Analyzer] | None = None,
+    recognizer_factory: Callable[[], Recognizer] | None = None,
+) -> FastAPI:
+    settings = settings or EngineSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(settings.resolved_database_url)
+        workers = build_workers(settings, analyzer_factory, recognizer_factory)
+        sender = WebhookSender(store, settings)
+        runner = JobRunner(store, workers, settings, on_status_change=sender.wake)
+        app.state.settings = settings
+        app.state.store = store
+        app.state.workers = workers
+        app.state.webhook_sender = sender
+        app.state.job_runner = runner
+        app.state.token_authority = TokenAuthority(settings, store, await store.signing_key())
+        await sender.start()
+        await runner.start()
+        log.info("engine ready on %s:%d (data in %s)", settings.http_host, settings.http_port, settings.engine_data_dir)
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await sender.stop()
+            workers.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Parley engine",
+        description="A self-hosted, Symbl.ai-compatible conversation-intelligence API with offline analysis.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"message": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"message": "internal error"}, status_code=500)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    async def live() -> dict[str, str]:
+        return {"status": "ok", "service": "engine"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: the database answers")
+    async def ready(request: Request) -> JSONResponse:
+        store: Store | None = getattr(request.app.state, "store", None)
+        reachable = store is not None and await store.ping()
+        return JSONResponse(
+            {"status": "ok" if reachable else "database unreachable", "service": "engine"},
+            status_code=200 if reachable else 503,
+        )
+
+    app.include_router(build_auth_router())
+    app.include_router(build_async_router())
+    app.include_router(build_job_router())
+    app.include_router(build_conversations_router())
+    return app

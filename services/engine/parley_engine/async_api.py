@@ -1,0 +1,279 @@
+"""Symbl's Async API: ``POST /v1/process/{text,audio,video}[/url]`` and the ``PUT …/{conversationId}`` appends.
+
+A request is checked (conversation, concurrency, options, size) before any of its body is read; media bodies are
+streamed to a file, never held in memory. Acceptance is one transaction (conversation, job, webhook outbox row)
+and the runner is woken; the response is ``{conversationId, jobId}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from parley_shared.http_errors import ApiProblem
+from parley_shared.validation import describe_validation_error
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+from parley_engine.auth import AccessChecked
+from parley_engine.identifiers import new_conversation_id, new_job_id
+from parley_engine.jobs import JobRunner, media_suffix
+from parley_engine.options import AsyncOptions, TextRequest, UrlRequest, options_from_query
+from parley_engine.settings import EngineSettings
+from parley_engine.store import ConversationNotFound, NewConversation, NewJob, Store
+from parley_engine.webhooks import WebhookSender
+
+CONVERSATION_NOT_FOUND = "The conversationId is either invalid or does not exist."
+
+
+def too_many_jobs(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {
+            "statusCode": 429,
+            "message": f"This API has a limit of maximum of {limit} number of concurrent jobs per account. "
+            "Please wait for some of the jobs to complete before submitting more.",
+        },
+        status_code=429,
+        headers={"Retry-After": "5"},
+    )
+
+
+def invalid(error: ValidationError) -> ApiProblem:
+    return ApiProblem(400, f"invalid request: {describe_validation_error(error)}")
+
+
+class Submissions:
+    """What every Async API endpoint does around its own input handling."""
+
+    def __init__(self, request: Request) -> None:
+        self.settings: EngineSettings = request.app.state.settings
+        self.store: Store = request.app.state.store
+        self.runner: JobRunner = request.app.state.job_runner
+        self.webhooks: WebhookSender = request.app.state.webhook_sender
+
+    async def admit(self, conversation_id: str | None) -> JSONResponse | None:
+        """Refuse early: an unknown conversation (404) or too many active jobs (429)."""
+        if conversation_id is not None:
+            try:
+                await self.store.conversation(conversation_id)
+            except ConversationNotFound:
+                raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
+        if await self.store.count_active_jobs() >= self.settings.max_concurrent_jobs:
+            return too_many_jobs(self.settings.max_concurrent_jobs)
+        return None
+
+    async def accept(
+        self,
+        *,
+        kind: str,
+        source: str,
+        options: AsyncOptions,
+        conversation_id: str | None,
+        job_id: str | None = None,
+        input_path: Path | None = None,
+        input_json: Any = None,
+        start_time: datetime | None = None,
+    ) -> dict[str, str]:
+        try:
+            job_options = options.job_options(speech=source != "text")
+        except ValidationError as error:
+            raise invalid(error) from None
+        job = NewJob(
+            id=job_id or new_job_id(),
+            kind=kind,
+            options=job_options,
+            input_path=str(input_path) if input_path else None,
+            input_json=input_json,
+            webhook_url=options.webhook_url,
+        )
+        new_conversation = None
+        if conversation_id is None:
+            new_id = new_conversation_id()
+            new_conversation = NewConversation(
+                id=new_id,
+                name=options.name or new_id,
+                source=source,
+                start_time=start_time or datetime.now(UTC),
+                metadata=options.metadata or {},
+            )
+        try:
+            row = await self.store.submit_job(job, new_conversation=new_conversation, conversation_id=conversation_id)
+        except ConversationNotFound:
+            if input_path is not None:
+                await asyncio.to_thread(input_path.unlink, missing_ok=True)
+            raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
+        self.runner.wake()
+        self.webhooks.wake()  # the "scheduled" delivery
+        return {"conversationId": row.conversation_id, "jobId": row.id}
+
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        """The JSON object body, bounded by ``max_text_request_bytes`` (413) and well formed (400)."""
+        limit = self.settings.max_text_request_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiProblem(413, f"the request body is larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise ApiProblem(413, f"the request body is larger than {limit} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ApiProblem(400, "the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiProblem(400, "the request body must be a JSON object")
+        return data
+
+    async def media_body(self, request: Request, job_id: str) -> Path:
+        """Stream the raw body to a file in the data dir; 413 as soon as it passes ``max_upload_bytes``."""
+        limit = self.settings.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiProblem(413, f"the file is larger than the limit of {limit} bytes")
+        self.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        path = self.settings.uploads_dir / f"{job_id}{media_suffix(request.headers.get('content-type'))}"
+        received = 0
+        try:
+            with path.open("wb") as file:
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > limit:
+                        raise ApiProblem(413, f"the file is larger than the limit of {limit} bytes")
+                    file.write(chunk)
+        except (ApiProblem, ClientDisconnect, OSError):
+            path.unlink(missing_ok=True)
+            raise
+        if received == 0:
+            path.unlink(missing_ok=True)
+            raise ApiProblem(400, "the request body is empty: send the media file as the body")
+        return path
+
+
+def _media_type_accepted(content_type: str | None, family: str) -> bool:
+    if content_type is None:
+        return family == "audio"  # Symbl detects audio formats itself; video requires a type
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type.startswith(f"{family}/") or media_type == "application/octet-stream"
+
+
+def build_async_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/process", tags=["async"])
+
+    async def process_text(request: Request, conversation_id: str | None) -> Any:
+        submissions = Submissions(request)
+        if (refused := await submissions.admit(conversation_id)) is not None:
+            return refused
+        data = await submissions.json_body(request)
+        try:
+            body = TextRequest.model_validate(data)
+        except ValidationError as error:
+            raise invalid(error) from None
+        return await submissions.accept(
+            kind="text",
+            source="text",
+            options=body,
+            conversation_id=conversation_id,
+            input_json=body.stored_messages(),
+            start_time=body.first_start_time(),
+        )
+
+    async def process_media(request: Request, family: str, conversation_id: str | None) -> Any:
+        submissions = Submissions(request)
+        if (refused := await submissions.admit(conversation_id)) is not None:
+            return refused
+        try:
+            options = AsyncOptions.model_validate(options_from_query(request.query_params))
+        except ValidationError as error:
+            raise invalid(error) from None
+        if not _media_type_accepted(request.headers.get("content-type"), family):
+            expected = "audio/* (e.g. audio/wav, audio/mpeg) or none" if family == "audio" else "video/* (video/mp4)"
+            raise ApiProblem(415, f"unsupported Content-Type {request.headers.get('content-type')!r}: use {expected}")
+        job_id = new_job_id()
+        path = await submissions.media_body(request, job_id)
+        return await submissions.accept(
+            kind=family, source=family, options=options, conversation_id=conversation_id, job_id=job_id, input_path=path
+        )
+
+    async def process_media_url(request: Request, family: str, conversation_id: str | None) -> Any:
+        submissions = Submissions(request)
+        if (refused := await submissions.admit(conversation_id)) is not None:
+            return refused
+        data = await submissions.json_body(request)
+        # symbl-rest sends the diarization options of the url endpoints in the query string.
+        merged = {**options_from_query(request.query_params), **data}
+        try:
+            body = UrlRequest.model_validate(merged)
+        except ValidationError as error:
+            raise invalid(error) from None
+        return await submissions.accept(
+            kind=f"{family}_url",
+            source=family,
+            options=body,
+            conversation_id=conversation_id,
+            input_json={"url": body.url},
+        )
+
+    @router.post("/text", summary="Process text messages as a new conversation")
+    async def post_text(request: Request, _: AccessChecked) -> Any:
+        return await process_text(request, None)
+
+    @router.put("/text/{conversationId}", summary="Append text messages to a conversation")
+    async def put_text(request: Request, conversationId: str, _: AccessChecked) -> Any:
+        return await process_text(request, conversationId)
+
+    @router.post("/audio/url", summary="Process an audio file at a URL as a new conversation")
+    async def post_audio_url(request: Request, _: AccessChecked) -> Any:
+        return await process_media_url(request, "audio", None)
+
+    @router.put("/audio/url/{conversationId}", summary="Append an audio file at a URL to a conversation")
+    async def put_audio_url(request: Request, conversationId: str, _: AccessChecked) -> Any:
+        return await process_media_url(request, "audio", conversationId)
+
+    @router.post("/audio", summary="Process an uploaded audio file (raw body) as a new conversation")
+    async def post_audio(request: Request, _: AccessChecked) -> Any:
+        return await process_media(request, "audio", None)
+
+    @router.put("/audio/{conversationId}", summary="Append an uploaded audio file to a conversation")
+    async def put_audio(request: Request, conversationId: str, _: AccessChecked) -> Any:
+        return await process_media(request, "audio", conversationId)
+
+    @router.post("/video/url", summary="Process a video file at a URL as a new conversation")
+    async def post_video_url(request: Request, _: AccessChecked) -> Any:
+        return await process_media_url(request, "video", None)
+
+    @router.put("/video/url/{conversationId}", summary="Append a video file at a URL to a conversation")
+    async def put_video_url(request: Request, conversationId: str, _: AccessChecked) -> Any:
+        return await process_media_url(request, "video", conversationId)
+
+    @router.post("/video", summary="Process an uploaded video file (raw body) as a new conversation")
+    async def post_video(request: Request, _: AccessChecked) -> Any:
+        return await process_media(request, "video", None)
+
+    @router.put("/video/{conversationId}", summary="Append an uploaded video file to a conversation")
+    async def put_video(request: Request, conversationId: str, _: AccessChecked) -> Any:
+        return await process_media(request, "video", conversationId)
+
+    return router
+
+
+def build_job_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/job", tags=["jobs"])
+
+    @router.get("/{jobId}", summary="A job's status")
+    async def get_job(request: Request, jobId: str, _: AccessChecked) -> dict[str, str]:
+        store: Store = request.app.state.store
+        job = await store.job(jobId)
+        if job is None:
+            raise ApiProblem(404, f"The jobId {jobId} is either invalid or does not exist.")
+        body = {"id": job.id, "status": job.status}
+        if job.status == "failed" and job.reason:
+            body["reason"] = job.reason
+        return body
+
+    return router

@@ -1,0 +1,69 @@
+"""The engine's settings: where it listens, who may call it, where it keeps data and how hard it works.
+
+Read by pydantic-settings with the ``PARLEY_`` prefix (``PARLEY_HTTP_PORT``, ``PARLEY_ENGINE_DATA_DIR`` …).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "parley" / "engine"
+
+
+def _default_workers() -> int:
+    # One core stays free for the event loop, the database and the webhook sender.
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    http_host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    http_port: int = Field(8700, ge=0, le=65535, description="port the HTTP server binds")
+    app_id: str = Field(DEVELOPMENT_APP_ID, description="the appId accepted by /oauth2/token:generate")
+    app_secret: SecretStr = Field(SecretStr(DEVELOPMENT_APP_SECRET), description="the matching appSecret")
+    engine_data_dir: Path = Field(default_factory=_default_data_dir, description="database file and uploaded media")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; default sqlite+aiosqlite:///<engine_data_dir>/engine.db "
+        "(postgresql+asyncpg://… for several replicas)",
+    )
+    token_ttl_seconds: int = Field(86400, ge=60, description="lifetime of an access token")
+    token_grace_seconds: int = Field(60, ge=0, description="how long an expired token is still accepted")
+    max_concurrent_jobs: int = Field(50, ge=1, description="scheduled + in-progress jobs before 429")
+    workers: int = Field(default_factory=_default_workers, ge=1, description="jobs processed at once")
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest media file (upload or download)")
+    max_text_request_bytes: int = Field(20 * 1024**2, ge=1, description="largest JSON request body")
+    webhook_secret: SecretStr | None = Field(
+        None, description="signs webhook bodies (X-Parley-Signature); unsigned if unset"
+    )
+    webhook_max_attempts: int = Field(6, ge=1, description="attempts per webhook delivery")
+    webhook_timeout_seconds: float = Field(5.0, gt=0, description="per-attempt timeout of a webhook POST")
+    webhook_backoff_base_seconds: float = Field(1.0, gt=0, description="first retry delay; doubles per attempt")
+    webhook_backoff_max_seconds: float = Field(300.0, gt=0, description="cap on one retry delay")
+    dispatch_poll_seconds: float = Field(
+        1.0, gt=0, description="how often the job dispatcher looks for work unprompted"
+    )
+    log_level: str = Field("INFO", description="log level of the engine")
+
+    @model_validator(mode="after")
+    def _fill_database_url(self) -> EngineSettings:
+        if self.database_url is None:
+            self.database_url = f"sqlite+aiosqlite:///{self.engine_data_dir / 'engine.db'}"
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        assert self.database_url is not None  # filled by the validator
+        return self.database_url
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.engine_data_dir / "media"

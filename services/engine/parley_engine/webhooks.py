@@ -1,0 +1,141 @@
+"""Webhook delivery: every status change of a job with a ``webhookUrl`` is POSTed to it, at least once.
+
+The delivery rows are written by the store in the same transaction as the status change (an outbox), so they
+survive crashes; this sender drains them. Each POST carries ``X-Parley-Delivery`` (the same across retries, for
+deduplication), ``X-Parley-Event: job.status`` and, when a secret is configured, ``X-Parley-Signature:
+sha256=<hex HMAC-SHA256 of the raw body>``. Errors, timeouts, 408, 429 and 5xx are retried with exponential
+backoff and jitter up to ``webhook_max_attempts``; any other 4xx is final. A job's statuses go out in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from parley_engine.settings import EngineSettings
+from parley_engine.store import Store, WebhookDeliveryRow
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+SIGNATURE_HEADER = "X-Parley-Signature"
+DELIVERY_HEADER = "X-Parley-Delivery"
+EVENT_HEADER = "X-Parley-Event"
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Parley-Signature`` value a receiver recomputes to check a delivery came from this engine."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def retry_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter": half the delay is fixed, half random, so retries spread out."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class WebhookSender:
+    """Drains the webhook outbox; ``wake()`` after writing a delivery row."""
+
+    def __init__(self, store: Store, settings: EngineSettings, *, batch_size: int = 32) -> None:
+        self._store = store
+        self._settings = settings
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._task = asyncio.create_task(self._drain(), name="webhook-sender")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _drain(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            wait = 5.0
+            try:
+                due = await self._store.due_deliveries(self._batch_size)
+                if due:
+                    await asyncio.gather(*(self._deliver(delivery) for delivery in due))
+                    continue  # a job's next status may be waiting behind the one just sent
+                upcoming = await self._store.next_delivery_time()
+                if upcoming is not None:
+                    wait = min(wait, max(0.01, (upcoming - datetime.now(UTC)).total_seconds()))
+            except Exception:
+                log.exception("webhook sender: could not read the outbox; retrying")
+                wait = 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    async def _deliver(self, delivery: WebhookDeliveryRow) -> None:
+        assert self._client is not None
+        body = delivery.body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "parley-engine",
+            DELIVERY_HEADER: delivery.id,
+            EVENT_HEADER: "job.status",
+        }
+        if self._settings.webhook_secret is not None:
+            headers[SIGNATURE_HEADER] = signature(self._settings.webhook_secret.get_secret_value(), body)
+        retry_after: float | None = None
+        error: str | None
+        try:
+            response = await self._client.post(
+                delivery.url, content=body, headers=headers, timeout=self._settings.webhook_timeout_seconds
+            )
+        except httpx.HTTPError as exc:
+            delivered, final, error = False, False, f"{type(exc).__name__}: {exc}"
+        else:
+            status = response.status_code
+            delivered = 200 <= status < 300
+            final = not delivered and status < 500 and status not in RETRYABLE_STATUSES
+            error = None if delivered else f"HTTP {status}"
+            header = response.headers.get("retry-after", "")
+            retry_after = float(header) if header.isdigit() else None
+        attempts = delivery.attempts + 1
+        give_up = final or (not delivered and attempts >= self._settings.webhook_max_attempts)
+        delay = retry_delay(
+            attempts, self._settings.webhook_backoff_base_seconds, self._settings.webhook_backoff_max_seconds
+        )
+        if retry_after is not None:
+            delay = min(max(delay, retry_after), self._settings.webhook_backoff_max_seconds)
+        if give_up:
+            log.warning(
+                "webhook delivery %s for job %s (%s) abandoned after %d attempt(s): %s",
+                delivery.id,
+                delivery.job_id,
+                delivery.job_status,
+                attempts,
+                error,
+            )
+        await self._store.record_delivery(
+            delivery.id,
+            delivered=delivered,
+            give_up=give_up,
+            error=error,
+            next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay),
+        )

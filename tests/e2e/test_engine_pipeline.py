@@ -1,0 +1,65 @@
+"""End to end with Parley's own engine as the provider: real speech-to-text and analysis behind the pipeline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from parley_cli.watching import TopicFollower
+from tests.e2e.pipeline_stack import Pipeline, collect, running_pipeline
+
+pytestmark = pytest.mark.e2e
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("engine-e2e"), provider="engine") as running:
+        yield running
+
+
+def items(insights: dict[str, Any], key: str, inner: str) -> list[dict[str, Any]]:
+    value = insights[key]
+    return list(value[inner] if isinstance(value, dict) else value)
+
+
+async def test_a_text_meeting_and_a_recorded_call_get_real_insights(pipeline: Pipeline) -> None:
+    topics = pipeline.topics
+    meeting = json.loads((SAMPLES / "meeting.json").read_text())
+    audio = SAMPLES / "support-call.ogg"
+    options = json.loads((SAMPLES / "support-call.ogg.options.json").read_text())
+    async with (
+        TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower,
+        httpx.AsyncClient(base_url=pipeline.ingest, timeout=60) as client,
+    ):
+        text = (await client.post("/v1/process/text", json=meeting)).json()
+        response = await client.post(
+            "/v1/process/audio",
+            content=audio.read_bytes(),
+            headers={"Content-Type": "audio/ogg"},
+            params={k: v if isinstance(v, str) else json.dumps(v) for k, v in options.items()},
+        )
+        assert response.status_code == 202, response.text
+        call = response.json()
+        seen = await collect(follower, {text["jobId"], call["jobId"]}, settle_seconds=1.0, wait_seconds=180)
+
+    ready = {e["jobId"]: e for e in seen["InsightsReady"]}
+    meeting_insights = ready[text["jobId"]]["insights"]
+    assert len(items(meeting_insights, "messages", "messages")) == 6
+    assert {q["text"] for q in items(meeting_insights, "questions", "questions")} >= {
+        "Did the pricing page go live on Friday?"
+    }
+    mike = [a for a in items(meeting_insights, "actionItems", "actionItems") if a["assignee"]["name"] == "Mike"]
+    assert mike and mike[0]["dueBy"].startswith("2026-11-25"), "Wednesday after the meeting of Monday 2026-11-23"
+    assert {m["name"] for m in items(meeting_insights, "members", "members")} == {"Natalia", "Mike", "Priya"}
+
+    call_insights = ready[call["jobId"]]["insights"]
+    transcript = " ".join(m["text"] for m in items(call_insights, "messages", "messages")).lower()
+    assert "incident report" in transcript and "friday" in transcript
+    assert {m["name"] for m in items(call_insights, "members", "members")} == {"Sara", "Tom"}
+    assert any("report" in a["text"].lower() for a in items(call_insights, "actionItems", "actionItems"))

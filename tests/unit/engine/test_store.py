@@ -1,0 +1,80 @@
+"""The store on a real SQLite file: job claiming order, the webhook outbox, deletion, identifiers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from parley_engine.conversation import ConversationInsights
+from parley_engine.identifiers import message_id, new_conversation_id, new_job_id
+from parley_engine.store import NewConversation, NewJob, Store, rename_member, utc_now
+
+
+def conversation(cid: str) -> NewConversation:
+    return NewConversation(id=cid, name=cid, source="text", start_time=utc_now() - timedelta(hours=1))
+
+
+def job(number: int, webhook: str | None = None) -> NewJob:
+    return NewJob(id=f"00000000-0000-4000-8000-{number:012d}", kind="text", options={}, webhook_url=webhook)
+
+
+async def test_claims_are_oldest_first_and_one_at_a_time_per_conversation(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'engine.db'}")
+    try:
+        await store.submit_job(job(1), new_conversation=conversation("1000000000000001"))
+        await store.submit_job(job(2), conversation_id="1000000000000001")
+        await store.submit_job(job(3), new_conversation=conversation("1000000000000002"))
+        first = await store.claim_next_job()
+        second = await store.claim_next_job()
+        assert (first and first.id, second and second.id) == (job(1).id, job(3).id)
+        assert await store.claim_next_job() is None  # job 2 waits for job 1 of its conversation
+        await store.complete_job(
+            job(1).id, new_utterances=[], insights=ConversationInsights(), analysis_options={}, end_time=None
+        )
+        third = await store.claim_next_job()
+        assert third is not None and third.id == job(2).id and third.sequence == 2
+        assert await store.count_active_jobs() == 2
+    finally:
+        await store.close()
+
+
+async def test_status_changes_write_outbox_rows_and_deletion_fails_waiting_jobs(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'engine.db'}")
+    try:
+        await store.submit_job(job(1, "http://hook"), new_conversation=conversation("1000000000000001"))
+        await store.submit_job(job(2, "http://hook"), conversation_id="1000000000000001")
+        await store.claim_next_job()
+        await store.delete_conversation("1000000000000001")
+        waiting = await store.job(job(2).id)
+        assert waiting is not None and (waiting.status, waiting.reason) == ("failed", "the conversation was deleted")
+        statuses = [d.job_status for d in await store.deliveries_for_job(job(2).id)]
+        assert statuses == ["scheduled", "failed"]
+        status = await store.complete_job(
+            job(1).id, new_utterances=[], insights=ConversationInsights(), analysis_options={}, end_time=None
+        )
+        assert status == "failed"  # the conversation went away while it ran
+        due = await store.due_deliveries()
+        assert [d.job_id for d in due] == [job(1).id, job(2).id]  # one per job, oldest first
+    finally:
+        await store.close()
+
+
+def test_identifiers_have_symbl_formats() -> None:
+    ids = {new_conversation_id() for _ in range(200)}
+    assert len(ids) == 200
+    assert all(len(i) == 16 and i.isdigit() and i[0] != "0" for i in ids)
+    assert len(new_job_id()) == 36
+    assert message_id("1234567890", 42) == "1234567890000042"
+
+
+def test_rename_member_reaches_every_object_with_the_id() -> None:
+    stored: dict[str, Any] = {
+        "members": [{"id": "m1", "name": "Mike", "email": None}],
+        "messages": [{"id": "x", "text": "hi", "from": {"id": "m1", "name": "Mike", "userId": None}}],
+        "questions": [{"id": "m1", "text": "not a member: no name/email/userId keys"}],
+    }
+    renamed = rename_member(stored, "m1", "Michael", "michael@example.com")
+    assert renamed["members"][0] == {"id": "m1", "name": "Michael", "email": "michael@example.com"}
+    assert renamed["messages"][0]["from"]["name"] == "Michael"
+    assert renamed["questions"][0] == stored["questions"][0]
