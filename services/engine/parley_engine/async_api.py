@@ -156,7 +156,8 @@ class Submissions:
 
 
 def _media_type_accepted(content_type: str | None, family: str) -> bool:
-    if content_type is None:
+    # Symbl's own Python SDK sends an empty Content-Type for files unless told one: the same as none.
+    if content_type is None or not content_type.strip():
         return family == "audio"  # Symbl detects audio formats itself; video requires a type
     media_type = content_type.split(";")[0].strip().lower()
     return media_type.startswith(f"{family}/") or media_type == "application/octet-stream"

@@ -1,0 +1,102 @@
+"""Symbl's official Python SDK (PyPI ``symbl``), unchanged, against Parley's engine: only the host differs.
+
+The SDK builds its API clients when it is imported, from ``symbl_rest.Configuration``'s default, so a program
+moving off Symbl's hosted API sets that default's host before ``import symbl``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import symbl_rest
+
+from parley_cli.local_stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+CREDENTIALS = {"app_id": "parley-dev", "app_secret": "parley-dev-secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def sdk(engine_url: str) -> Any:
+    if "symbl" in sys.modules:
+        pytest.fail("symbl was imported before its host was set; this module must import it first")
+    return importlib.import_module("symbl")
+
+
+@pytest.fixture(scope="module")
+def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("symbl-sdk")
+    stack = LocalStack(log_dir=work)
+    try:
+        engine = stack.start(
+            "engine", port=free_port(), timeout=120, extra_env={"PARLEY_ENGINE_DATA_DIR": str(work / "data")}
+        )
+        # The one change a Symbl SDK user makes: the host.
+        configuration = symbl_rest.Configuration()
+        configuration.host = engine.url
+        symbl_rest.Configuration.set_default(configuration)
+        yield engine.url
+    finally:
+        stack.stop_all()
+
+
+def wait_completed(engine_url: str, conversation: Any, seconds: float = 60) -> None:
+    """The SDK's own wait sleeps 30 s before its first poll; read the job status directly instead."""
+    token = httpx.post(
+        f"{engine_url}/oauth2/token:generate",
+        json={"type": "application", "appId": CREDENTIALS["app_id"], "appSecret": CREDENTIALS["app_secret"]},
+    ).json()["accessToken"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{engine_url}/v1/job/{conversation.get_job_id()}", headers={"x-api-key": token}).json()
+        if status["status"] in ("completed", "failed"):
+            assert status["status"] == "completed", status
+            return
+        time.sleep(0.2)
+    raise AssertionError("the job did not complete in time")
+
+
+def test_the_official_sdk_processes_text_and_reads_insights(engine_url: str, sdk: Any) -> None:
+    meeting = json.loads((SAMPLES / "meeting.json").read_text())
+    conversation = sdk.Text.process(payload=meeting, credentials=CREDENTIALS, wait=False)
+    wait_completed(engine_url, conversation)
+
+    messages = conversation.get_messages().messages
+    assert [m.text for m in messages][:2] == [
+        "Good morning everyone, let's get started with the launch review.",
+        "Did the pricing page go live on Friday?",
+    ]
+    action_items = conversation.get_action_items().action_items
+    assert any(item.assignee.name == "Mike" and item.due_by for item in action_items)
+    questions = [q.text for q in conversation.get_questions().questions]
+    assert "Did the pricing page go live on Friday?" in questions
+    assert {m.name for m in conversation.get_members().members} == {"Natalia", "Mike", "Priya"}
+    assert conversation.get_topics().topics
+    assert conversation.get_analytics().metrics
+
+
+def test_the_official_sdk_uploads_audio(engine_url: str, sdk: Any) -> None:
+    options = json.loads((SAMPLES / "support-call.ogg.options.json").read_text())
+    conversation = sdk.Audio.process_file(
+        file_path=str(SAMPLES / "support-call.ogg"), credentials=CREDENTIALS, wait=False, parameters=options
+    )
+    wait_completed(engine_url, conversation, seconds=120)
+    transcript = " ".join(m.text for m in conversation.get_messages().messages).lower()
+    assert "incident report" in transcript
+    assert {m.name for m in conversation.get_members().members} == {"Sara", "Tom"}
