@@ -7,6 +7,7 @@ import contextlib
 import json
 import mimetypes
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -285,6 +286,9 @@ def demo(
     bootstrap = f"127.0.0.1:{kafka.settings.port}"
     log_dir = Path(tempfile.gettempdir()) / "parley-demo-logs"
     env = {"PARLEY_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PARLEY_LOG_LEVEL": "WARNING"}
+    if provider_url is None and not scripted_provider:
+        # The engine signs its webhooks with this secret and job-watcher verifies them.
+        env["PARLEY_WEBHOOK_SECRET"] = secrets.token_hex(16)
     stack = LocalStack(log_dir=log_dir, env=env)
     code = 1
     try:

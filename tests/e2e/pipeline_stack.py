@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import uuid
 from collections.abc import Iterator
@@ -68,6 +69,9 @@ def running_pipeline(kafka_bootstrap: str, log_dir: Path, *, provider: str = "pr
         "PARLEY_POLL_INITIAL_SECONDS": "0.5",
         "PARLEY_INSTANCE_ID": f"e2e-{run}",
     }
+    if provider == "engine":
+        # The engine signs its webhooks and job-watcher refuses any it cannot verify.
+        env["PARLEY_WEBHOOK_SECRET"] = secrets.token_hex(16)
     stack = LocalStack(log_dir=log_dir, env=env)
     try:
         if provider == "engine":

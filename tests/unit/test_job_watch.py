@@ -721,3 +721,37 @@ async def test_the_webhook_endpoint_accepts_id_or_job_id() -> None:
     assert without_id.status_code == 422
     assert unknown_status.status_code == 422
     assert watch.webhooks_received == 2
+
+
+async def test_with_a_secret_only_correctly_signed_callbacks_are_accepted() -> None:
+    from parley_shared.http_errors import install_error_handlers
+    from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
+    from pydantic import SecretStr
+
+    watch = make_watch(VirtualClock(START), FakeProvider(VirtualClock(START)), RecordingPublisher())
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(webhook_router(watch, secret=SecretStr("shared-webhook-secret")))
+    body = b'{"jobId": "job-a", "status": "completed"}'
+    headers = {"Content-Type": "application/json"}
+    good = signature("shared-webhook-secret", body)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
+        unsigned = await client.post("/webhooks/jobs", content=body, headers=headers)
+        forged = await client.post(
+            "/webhooks/jobs", content=body, headers={**headers, SIGNATURE_HEADER: signature("guessed", body)}
+        )
+        tampered = await client.post(
+            "/webhooks/jobs",
+            content=body.replace(b"job-a", b"job-b"),
+            headers={**headers, SIGNATURE_HEADER: good},
+        )
+        signed = await client.post(
+            "/webhooks/jobs",
+            content=body,
+            headers={**headers, SIGNATURE_HEADER: good},
+        )
+
+    assert [unsigned.status_code, forged.status_code, tampered.status_code] == [401, 401, 401]
+    assert "X-Parley-Signature" in unsigned.json()["message"]
+    assert signed.status_code == 202
+    assert watch.webhooks_received == 1, "refused callbacks never reach the watch"

@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
 
 from parley_engine.settings import EngineSettings
 from parley_engine.store import Store, WebhookDeliveryRow
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SIGNATURE_HEADER", "WebhookSender", "retry_delay", "signature"]
+
 RETRYABLE_STATUSES = frozenset({408, 429})
-SIGNATURE_HEADER = "X-Parley-Signature"
 DELIVERY_HEADER = "X-Parley-Delivery"
 EVENT_HEADER = "X-Parley-Event"
-
-
-def signature(secret: str, body: bytes) -> str:
-    """The ``X-Parley-Signature`` value a receiver recomputes to check a delivery came from this engine."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from parley_shared.settings import ParleySettings
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 
 class JobWatcherSettings(ParleySettings):
@@ -26,5 +26,9 @@ class JobWatcherSettings(ParleySettings):
         6 * 3600.0,
         gt=0,
         description="a job not finished this long after submission fails with reason 'deadline'",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="the provider's webhook signing secret; when set, unsigned or forged callbacks are refused (401)",
     )
     max_concurrent_polls: int = Field(64, ge=1, description="status requests in flight at once")

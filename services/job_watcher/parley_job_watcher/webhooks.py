@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from parley_shared.events import IdStr
+from parley_shared.http_errors import ApiProblem
 from parley_shared.provider import JobStatus
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature_matches
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from parley_job_watcher.watch import JobWatch
 
@@ -46,10 +48,24 @@ class WatchStatus(BaseModel):
     webhooks_received: int = Field(alias="webhooksReceived", description="callbacks received since start")
 
 
-def webhook_router(watch: JobWatch) -> APIRouter:
+def webhook_router(watch: JobWatch, *, secret: SecretStr | None = None) -> APIRouter:
     router = APIRouter(tags=["webhooks"])
 
-    @router.post("/webhooks/jobs", status_code=202, summary="Job status callback from the provider")
+    async def verified(request: Request) -> None:
+        """With a secret configured, only callbacks signed with it get through (X-Parley-Signature)."""
+        if secret is None:
+            return
+        if not signature_matches(
+            secret.get_secret_value(), await request.body(), request.headers.get(SIGNATURE_HEADER)
+        ):
+            raise ApiProblem(401, f"missing or invalid {SIGNATURE_HEADER}: the callback is not from the provider")
+
+    @router.post(
+        "/webhooks/jobs",
+        status_code=202,
+        summary="Job status callback from the provider",
+        dependencies=[Depends(verified)],
+    )
     async def job_status_changed(callback: JobStatusCallback) -> CallbackReceipt:
         job_id = callback.job_id or callback.id
         assert job_id is not None  # guaranteed by the model
