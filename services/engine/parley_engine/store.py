@@ -12,6 +12,7 @@ import contextlib
 import json
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +120,10 @@ class UtteranceRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+# Conversations whose parsed insights stay in memory for Conversation API reads.
+_PARSED_INSIGHTS_CACHED = 32
+
+
 class InsightsRow(Base):
     __tablename__ = "insights"
 
@@ -206,6 +211,7 @@ class Store:
         self._is_sqlite = engine.dialect.name == "sqlite"
         # SQLite has one writer; serializing this process's writes avoids "database is locked" on lock upgrades.
         self._write_lock = asyncio.Lock()
+        self._parsed_insights: OrderedDict[str, tuple[datetime, ConversationInsights]] = OrderedDict()
 
     @classmethod
     async def open(cls, database_url: str) -> Store:
@@ -524,10 +530,31 @@ class Store:
             return [Utterance.model_validate(data) for data in rows]
 
     async def insights(self, conversation_id: str) -> ConversationInsights:
-        """The stored insights; empty while the conversation's first job has not completed."""
+        """The stored insights; empty while the conversation's first job has not completed.
+
+        Parsed insights are cached per conversation and reused while the row's ``updated_at`` is unchanged: a long
+        meeting's insights are megabytes of JSON, and every Conversation API read needs them. Checking the version
+        in the database keeps replicas sharing one database correct. Callers must not mutate the result.
+        """
         async with self._read() as session:
+            version = await session.scalar(
+                select(InsightsRow.updated_at).where(InsightsRow.conversation_id == conversation_id)
+            )
+            if version is None:
+                self._parsed_insights.pop(conversation_id, None)
+                return ConversationInsights()
+            cached = self._parsed_insights.get(conversation_id)
+            if cached is not None and cached[0] == version:
+                self._parsed_insights.move_to_end(conversation_id)
+                return cached[1]
             row = await session.get(InsightsRow, conversation_id)
-        return ConversationInsights() if row is None else ConversationInsights.model_validate(row.data)
+        if row is None:
+            return ConversationInsights()
+        parsed = ConversationInsights.model_validate(row.data)
+        self._parsed_insights[conversation_id] = (row.updated_at, parsed)
+        while len(self._parsed_insights) > _PARSED_INSIGHTS_CACHED:
+            self._parsed_insights.popitem(last=False)
+        return parsed
 
     async def save_insights(self, conversation_id: str, insights: ConversationInsights) -> None:
         async with self._write() as session:

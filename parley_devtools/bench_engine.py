@@ -1,0 +1,800 @@
+"""The engine benchmark: how fast Parley's own engine analyses text, transcribes speech, starts and serves reads.
+
+    .venv/bin/python -m parley_devtools.bench_engine [--quick]
+
+Measures, each beside its target (issue 3 item 6):
+
+1. text analysis throughput, warm: a 10,000-word meeting (the labelled meetings of ``evaluation/meetings``
+   repeated, several speakers, with timings) analysed in-process by ``TextAnalyzer`` after a warm-up run;
+2. speech-to-text real-time factor: a few minutes of flite speech transcribed in-process by ``SpeechRecognizer``
+   after a short warm-up clip;
+3. peak memory: the engine server (``parley run engine``) and its worker processes, sampled every 50 ms while
+   it transcribes that recording submitted over HTTP;
+4. start-up: process launch → ``/healthz`` 200, and → the first completed text job (models load cold);
+5. Conversation API read latency: p50/p99 of the nine read endpoints on the completed 10,000-word conversation.
+
+The in-process phases run first, in this process, before the server starts, so the two never share the cores.
+Results go to ``benchmarks/engine.md`` (with the command, date and machine) and the raw numbers to
+``benchmarks/engine.json``. ``--quick`` shortens the recording and the read counts (about a minute and a half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from parley_engine.conversation import AnalysisOptions, Speaker, Utterance
+from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
+
+from parley_devtools.bench.machine import describe_machine
+from parley_devtools.bench.report import Metric, render_table, summarize
+from parley_devtools.bench.stacks import free_port
+from parley_devtools.eval_speech import word_error_rate
+from parley_devtools.speech_samples import VOICES, Turn, flite_available, synthesize_conversation
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MEETINGS_DIR = REPO_ROOT / "evaluation" / "meetings"
+# The small meeting of the cold-start job: loading the models should dominate it, not analysing it.
+COLD_START_MEETING = "support_call.json"
+ID_PREFIX = "1234567890"
+CONVERSATION_ID = "5000000000000000"
+MEETING_START = datetime(2025, 9, 2, 15, 0, tzinfo=UTC)
+# Speaking pace for the text meeting's timings (about 150 words a minute) and the pause between turns.
+SECONDS_PER_WORD = 0.4
+TURN_GAP_SECONDS = 0.5
+# flite speaks about 2.6 words a second; used only to choose how many turns make the wanted duration.
+FLITE_WORDS_PER_SECOND = 2.6
+READ_ENDPOINTS = (
+    "messages",
+    "topics",
+    "questions",
+    "action-items",
+    "follow-ups",
+    "entities",
+    "analytics",
+    "summary",
+    "members",
+)
+SERIAL_READS = 20
+RSS_SAMPLE_SECONDS = 0.05
+JOB_POLL_SECONDS = 0.05
+# Targets of issue 3 item 6.
+TEXT_SECONDS_TARGET = 5.0
+RTF_TARGET = 0.06
+RSS_TARGET_BYTES = 1.5e9
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    meeting_words: int
+    measured_analyses: int  # after the warm-up run; the median is the result
+    speech_seconds: float
+    reads_per_endpoint: int
+    reads_in_flight: int
+    server_timeout: float  # for each server phase (start, one job, the reads)
+
+
+FULL = BenchSize(10_000, 3, 300.0, 200, 8, 300.0)
+QUICK = BenchSize(10_000, 1, 60.0, 50, 8, 180.0)
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeetingLine:
+    speaker: str
+    text: str
+    start: float
+    end: float
+
+
+def load_meetings() -> list[list[tuple[str, str]]]:
+    """Every labelled meeting as (speaker, text) turns, in file-name order."""
+    meetings = []
+    for path in sorted(MEETINGS_DIR.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        meetings.append([(turn["speaker"], turn["text"]) for turn in data["utterances"]])
+    return meetings
+
+
+def build_meeting(turns: list[tuple[str, str]], words: int) -> list[MeetingLine]:
+    """``turns`` repeated until ``words`` words, timed at a speaking pace with a short pause between turns."""
+    lines: list[MeetingLine] = []
+    total, clock = 0, 0.0
+    while total < words:
+        for speaker, text in turns:
+            if total >= words:
+                break
+            count = len(text.split())
+            lines.append(MeetingLine(speaker, text, clock, clock + count * SECONDS_PER_WORD))
+            clock += count * SECONDS_PER_WORD + TURN_GAP_SECONDS
+            total += count
+    return lines
+
+
+def as_utterances(lines: list[MeetingLine]) -> list[Utterance]:
+    return [
+        Utterance(
+            id=f"{ID_PREFIX}{index:06d}",
+            text=line.text,
+            speaker=Speaker(name=line.speaker, user_id=email_of(line.speaker)),
+            start_offset=line.start,
+            end_offset=line.end,
+        )
+        for index, line in enumerate(lines)
+    ]
+
+
+def as_symbl_body(lines: list[MeetingLine], name: str) -> dict[str, Any]:
+    """The meeting as a Symbl ``POST /v1/process/text`` body, with absolute start and end times."""
+
+    def moment(offset: float) -> str:
+        return (MEETING_START + timedelta(seconds=offset)).isoformat().replace("+00:00", "Z")
+
+    return {
+        "name": name,
+        "messages": [
+            {
+                "payload": {"content": line.text},
+                "from": {"name": line.speaker, "userId": email_of(line.speaker)},
+                "duration": {"startTime": moment(line.start), "endTime": moment(line.end)},
+            }
+            for line in lines
+        ],
+    }
+
+
+def email_of(speaker: str) -> str:
+    return f"{speaker.lower().replace(' ', '.')}@example.com"
+
+
+def speech_turns(turns: list[tuple[str, str]], seconds: float) -> list[Turn]:
+    """Enough meeting turns for about ``seconds`` of flite speech, each speaker with its own voice."""
+    voices: dict[str, str] = {}
+    chosen: list[Turn] = []
+    words_wanted = seconds * FLITE_WORDS_PER_SECOND
+    words = 0
+    for speaker, text in turns:
+        if words >= words_wanted:
+            break
+        voice = voices.setdefault(speaker, VOICES[len(voices) % len(VOICES)])
+        chosen.append(Turn(voice, text))
+        words += len(text.split())
+    return chosen
+
+
+def wav_seconds(path: Path) -> float:
+    with wave.open(str(path), "rb") as reader:
+        return reader.getnframes() / reader.getframerate()
+
+
+# --- 1 and 2: in-process ---------------------------------------------------------------------------------
+
+
+def measure_text_analysis(lines: list[MeetingLine], measured_runs: int) -> dict[str, Any]:
+    """Load ``TextAnalyzer``, analyse the meeting once to warm up, then time ``measured_runs`` analyses."""
+    from parley_engine.analysis import TextAnalyzer
+
+    utterances = as_utterances(lines)
+    words = sum(len(line.text.split()) for line in lines)
+    started = time.perf_counter()
+    analyzer = TextAnalyzer()
+    load_seconds = time.perf_counter() - started
+
+    def analyse() -> tuple[float, float, Any]:
+        began, began_cpu = time.perf_counter(), time.process_time()
+        insights = analyzer.analyze(
+            utterances, AnalysisOptions(), conversation_id=CONVERSATION_ID, conversation_start=MEETING_START
+        )
+        return time.perf_counter() - began, time.process_time() - began_cpu, insights
+
+    warm_up_seconds, _, _ = analyse()
+    runs = [analyse() for _ in range(measured_runs)]
+    seconds = [elapsed for elapsed, _, _ in runs]
+    insights = runs[-1][2]
+    median = statistics.median(seconds)
+    return {
+        "messages": len(utterances),
+        "words": words,
+        "speakers": len({line.speaker for line in lines}),
+        "load_seconds": load_seconds,
+        "warm_up_seconds": warm_up_seconds,
+        "seconds": seconds,
+        # Beside the wall time: a run whose CPU time is well below it was starved by other work on the machine.
+        "cpu_seconds": [cpu for _, cpu, _ in runs],
+        "median_seconds": median,
+        "words_per_second": words / median,
+        "found": {
+            "questions": len(insights.questions),
+            "action_items": len(insights.action_items),
+            "follow_ups": len(insights.follow_ups),
+            "topics": len(insights.topics),
+            "entities": len(insights.entities),
+            "members": len(insights.members),
+        },
+    }
+
+
+def measure_speech(recording: Path, warm_up_clip: Path, script: str) -> dict[str, Any]:
+    """Load ``SpeechRecognizer``, transcribe a short clip to warm up, then time the whole recording."""
+    from parley_engine.speech import SpeechOptions, SpeechRecognizer
+
+    started = time.perf_counter()
+    recognizer = SpeechRecognizer()
+    load_seconds = time.perf_counter() - started
+    recognizer.transcribe(warm_up_clip, SpeechOptions(), first_message_index=0, id_prefix=ID_PREFIX)
+    began, began_cpu = time.perf_counter(), time.process_time()
+    utterances = recognizer.transcribe(recording, SpeechOptions(), first_message_index=0, id_prefix=ID_PREFIX)
+    seconds = time.perf_counter() - began
+    cpu_seconds = time.process_time() - began_cpu
+    audio_seconds = wav_seconds(recording)
+    return {
+        "audio_seconds": audio_seconds,
+        "load_seconds": load_seconds,
+        "transcribe_seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "real_time_factor": seconds / audio_seconds,
+        "utterances": len(utterances),
+        "word_error_rate": word_error_rate(script, " ".join(u.text for u in utterances)),
+    }
+
+
+# --- 3, 4 and 5: the engine server ------------------------------------------------------------------------
+
+
+class RssSampler:
+    """Samples the resident memory of a process and all its descendants on a thread, every ``interval`` s."""
+
+    def __init__(self, pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self.peak_by_process: dict[str, int] = {}
+        self._labels: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_bytes(self) -> int:
+        return max((rss for _, rss in self.samples), default=0)
+
+    def _label(self, process: psutil.Process) -> str:
+        """ "server", "resource tracker" (multiprocessing's helper) or "worker PID", decided once per process."""
+        if process.pid == self.pid:
+            label = "server"
+        else:
+            try:
+                command = " ".join(process.cmdline())
+            except psutil.Error:
+                command = ""
+            label = "resource tracker" if "resource_tracker" in command else f"worker {process.pid}"
+        self._labels[process.pid] = label
+        return label
+
+    def _run(self) -> None:
+        root = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            next_sample = time.monotonic() + self.interval
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                total += rss
+                label = self._labels.get(process.pid) or self._label(process)
+                self.peak_by_process[label] = max(rss, self.peak_by_process.get(label, 0))
+            self.samples.append((time.monotonic() - self._started, total))
+            self._stop.wait(max(0.0, next_sample - time.monotonic()))
+
+
+@dataclass
+class EngineProcess:
+    """``python -m parley_cli run engine`` on a free port with its own data directory, in its own session."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    launched_at: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "engine.log"
+
+    def launch(self) -> None:
+        env = {
+            **os.environ,
+            "PARLEY_HTTP_PORT": str(self.port),
+            "PARLEY_ENGINE_DATA_DIR": str(self.data_dir),
+            "PARLEY_LOG_LEVEL": "WARNING",
+        }
+        with self.log_path.open("ab") as log:
+            self.launched_at = time.monotonic()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "parley_cli", "run", "engine"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM to the engine's process group (its worker processes are in it), SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        descendants = psutil.Process(self.pid).children(recursive=True)
+        os.killpg(self.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait(5)
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        for process in alive:
+            process.kill()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM if the benchmark dies, so no engine outlives a crash."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class EngineClient:
+    """The few Symbl calls the benchmark makes, with an application token."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+        self.headers: dict[str, str] = {}
+
+    async def authenticate(self) -> None:
+        body = {"type": "application", "appId": DEVELOPMENT_APP_ID, "appSecret": DEVELOPMENT_APP_SECRET}
+        async with self.session.post(f"{self.url}/oauth2/token:generate", json=body) as response:
+            await expect(response, 200, "token generation")
+            self.headers = {"Authorization": f"Bearer {(await response.json())['accessToken']}"}
+
+    async def submit_text(self, body: dict[str, Any]) -> dict[str, str]:
+        async with self.session.post(f"{self.url}/v1/process/text", json=body, headers=self.headers) as response:
+            await expect(response, 201, "POST /v1/process/text", also=(200, 202))
+            return dict(await response.json())
+
+    async def submit_audio(self, path: Path) -> dict[str, str]:
+        headers = {**self.headers, "Content-Type": "audio/wav"}
+        url = f"{self.url}/v1/process/audio?name=engine-benchmark-speech"
+        body = await asyncio.to_thread(path.read_bytes)
+        async with self.session.post(url, data=body, headers=headers) as response:
+            await expect(response, 201, "POST /v1/process/audio", also=(200, 202))
+            return dict(await response.json())
+
+    async def wait_for_job(self, job_id: str) -> float:
+        """Poll ``GET /v1/job`` until the job completes; the monotonic time it was first seen completed."""
+        while True:
+            async with self.session.get(f"{self.url}/v1/job/{job_id}", headers=self.headers) as response:
+                await expect(response, 200, "GET /v1/job")
+                job = await response.json()
+            if job["status"] == "completed":
+                return time.monotonic()
+            if job["status"] == "failed":
+                raise RuntimeError(f"job {job_id} failed: {job.get('reason')}")
+            await asyncio.sleep(JOB_POLL_SECONDS)
+
+    async def read(self, conversation_id: str, endpoint: str) -> tuple[float, int]:
+        """One Conversation API read, timed until its whole body has arrived; the seconds and the body's size."""
+        began = time.perf_counter()
+        url = f"{self.url}/v1/conversations/{conversation_id}/{endpoint}"
+        async with self.session.get(url, headers=self.headers) as response:
+            body = await response.read()
+            await expect(response, 200, f"GET …/{endpoint}")
+        return time.perf_counter() - began, len(body)
+
+
+async def expect(response: aiohttp.ClientResponse, status: int, what: str, also: tuple[int, ...] = ()) -> None:
+    if response.status != status and response.status not in also:
+        raise RuntimeError(f"{what} answered {response.status}: {(await response.text())[:500]}")
+
+
+async def wait_healthy(engine: EngineProcess, session: aiohttp.ClientSession) -> float:
+    """Poll ``/healthz`` every 20 ms from launch; the monotonic time of the first 200."""
+    assert engine.process is not None
+    while True:
+        if engine.process.poll() is not None:
+            raise RuntimeError(f"the engine exited with {engine.process.returncode}:\n{engine.log_tail()}")
+        try:
+            async with session.get(f"{engine.url}/healthz", timeout=aiohttp.ClientTimeout(total=1)) as response:
+                if response.status == 200:
+                    return time.monotonic()
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(0.02)
+
+
+async def measure_reads(
+    client: EngineClient, conversation_id: str, reads: int, in_flight: int
+) -> dict[str, dict[str, Any]]:
+    """``reads`` GETs of each endpoint in turn, ``in_flight`` at a time; latencies per endpoint.
+
+    Before them, ``SERIAL_READS`` one at a time: the time one read costs the server, without queueing.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    for endpoint in READ_ENDPOINTS:
+        _, body_bytes = await client.read(conversation_id, endpoint)  # may fill a cache: not counted
+        serial = [(await client.read(conversation_id, endpoint))[0] for _ in range(SERIAL_READS)]
+        began = time.perf_counter()
+        latencies = await concurrent_reads(client, conversation_id, endpoint, reads, in_flight)
+        elapsed = time.perf_counter() - began
+        results[endpoint] = {
+            **summarize(latencies),
+            "reads_per_second": reads / elapsed,
+            "body_bytes": body_bytes,
+            "serial": summarize(serial),
+        }
+    return results
+
+
+async def concurrent_reads(
+    client: EngineClient, conversation_id: str, endpoint: str, reads: int, in_flight: int
+) -> list[float]:
+    """``reads`` GETs of one endpoint by ``in_flight`` readers that each start the next read as theirs ends."""
+    remaining = iter(range(reads))
+    latencies: list[float] = []
+
+    async def reader() -> None:
+        for _ in remaining:
+            latencies.append((await client.read(conversation_id, endpoint))[0])
+
+    await asyncio.gather(*(reader() for _ in range(in_flight)))
+    return latencies
+
+
+async def measure_server(
+    size: BenchSize, data_dir: Path, cold_body: dict[str, Any], meeting_body: dict[str, Any], recording: Path
+) -> dict[str, Any]:
+    engine = EngineProcess(data_dir)
+    results: dict[str, Any] = {}
+    connector = aiohttp.TCPConnector(limit=size.reads_in_flight * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            engine.launch()
+            async with asyncio.timeout(size.server_timeout):
+                healthy_at = await wait_healthy(engine, session)
+            client = EngineClient(session, engine.url)
+            await client.authenticate()
+            submitted_at = time.monotonic()
+            cold = await client.submit_text(cold_body)
+            async with asyncio.timeout(size.server_timeout):
+                cold_done_at = await client.wait_for_job(cold["jobId"])
+            results["startup"] = {
+                "launch_to_healthz_seconds": healthy_at - engine.launched_at,
+                "launch_to_first_text_job_seconds": cold_done_at - engine.launched_at,
+                "first_job_submit_to_completed_seconds": cold_done_at - submitted_at,
+                "first_job_messages": len(cold_body["messages"]),
+            }
+            _say(
+                f"engine up in {healthy_at - engine.launched_at:.2f} s, first text job done after"
+                f" {cold_done_at - engine.launched_at:.2f} s"
+            )
+
+            submitted_at = time.monotonic()
+            meeting = await client.submit_text(meeting_body)
+            async with asyncio.timeout(size.server_timeout):
+                meeting_done_at = await client.wait_for_job(meeting["jobId"])
+            results["meeting_job"] = {
+                "messages": len(meeting_body["messages"]),
+                "submit_to_completed_seconds": meeting_done_at - submitted_at,
+            }
+            _say(f"10,000-word text job over HTTP: {meeting_done_at - submitted_at:.2f} s")
+
+            with RssSampler(engine.pid) as sampler:
+                before = sampler_start = time.monotonic()
+                audio = await client.submit_audio(recording)
+                async with asyncio.timeout(size.server_timeout):
+                    audio_done_at = await client.wait_for_job(audio["jobId"])
+            results["audio_job"] = {
+                "audio_seconds": wav_seconds(recording),
+                "submit_to_completed_seconds": audio_done_at - before,
+                "peak_rss_bytes": sampler.peak_bytes,
+                "peak_rss_by_process": sampler.peak_by_process,
+                "rss_at_submission_bytes": sampler.samples[0][1] if sampler.samples else 0,
+                "samples": len(sampler.samples),
+                "sampled_seconds": time.monotonic() - sampler_start,
+            }
+            _say(f"audio job over HTTP: peak RSS {sampler.peak_bytes / 1e9:.2f} GB")
+
+            async with asyncio.timeout(size.server_timeout):
+                results["reads"] = await measure_reads(
+                    client, meeting["conversationId"], size.reads_per_endpoint, size.reads_in_flight
+                )
+            results["server_rss_after_bytes"] = tree_rss(engine.pid)
+        except BaseException:
+            _say(f"the engine phase failed; its log is {engine.log_path}:\n{engine.log_tail()}")
+            raise
+        finally:
+            engine.stop()
+    return results
+
+
+def tree_rss(pid: int) -> int:
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+
+def build_metrics(results: dict[str, Any]) -> list[Metric]:
+    text, speech, server = results["text"], results["speech"], results["server"]
+    startup, audio, reads = server["startup"], server["audio_job"], server["reads"]
+    metrics = [
+        Metric(
+            f"text analysis, warm, in-process ({text['words']:,} words, {text['messages']} messages,"
+            f" {text['speakers']} speakers)",
+            f"{text['median_seconds']:.2f} s ({text['words_per_second']:,.0f} words/s)",
+            f"≤ {TEXT_SECONDS_TARGET:g} s",
+            text["median_seconds"] <= TEXT_SECONDS_TARGET,
+        ),
+        Metric(
+            f"speech-to-text real-time factor, in-process ({speech['audio_seconds']:.0f} s of flite speech)",
+            f"{speech['real_time_factor']:.3f} ({speech['transcribe_seconds']:.1f} s;"
+            f" WER {speech['word_error_rate']:.1%})",
+            f"≤ {RTF_TARGET:g}",
+            speech["real_time_factor"] <= RTF_TARGET,
+        ),
+        Metric(
+            "peak RSS of the engine server and its workers while transcribing (sampled every 50 ms)",
+            f"{audio['peak_rss_bytes'] / 1e9:.2f} GB",
+            f"≤ {RSS_TARGET_BYTES / 1e9:g} GB",
+            audio["peak_rss_bytes"] <= RSS_TARGET_BYTES,
+        ),
+        Metric("start-up: launch → /healthz 200", f"{startup['launch_to_healthz_seconds']:.2f} s", "none given", None),
+        Metric(
+            f"start-up: launch → first text job completed ({startup['first_job_messages']} messages, cold models)",
+            f"{startup['launch_to_first_text_job_seconds']:.2f} s",
+            "none given",
+            None,
+        ),
+    ]
+    for endpoint in READ_ENDPOINTS:
+        latency = reads[endpoint]
+        metrics.append(
+            Metric(
+                f"GET /v1/conversations/{{id}}/{endpoint} (p50 / p99)",
+                f"{latency['p50'] * 1000:.1f} / {latency['p99'] * 1000:.1f} ms (n={latency['count']},"
+                f" {latency['reads_per_second']:,.0f}/s; one at a time p50 {latency['serial']['p50'] * 1000:.1f} ms;"
+                f" body {latency['body_bytes'] / 1000:,.0f} kB)",
+                "none given",
+                None,
+            )
+        )
+    return metrics
+
+
+def build_notes(results: dict[str, Any], size: BenchSize, quick: bool) -> list[str]:
+    text, speech, server = results["text"], results["speech"], results["server"]
+    audio, startup, meeting = server["audio_job"], server["startup"], server["meeting_job"]
+    found = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in text["found"].items())
+    peaks = ", ".join(f"{label} {rss / 1e6:,.0f} MB" for label, rss in audio["peak_rss_by_process"].items())
+    runs = ", ".join(f"{seconds:.2f}" for seconds in text["seconds"])
+    notes = [
+        f"Text: the labelled meetings of evaluation/meetings repeated to {text['words']:,} words, timed at"
+        f" {SECONDS_PER_WORD} s a word; TextAnalyzer loaded in {text['load_seconds']:.1f} s, warm-up run"
+        f" {text['warm_up_seconds']:.2f} s, then {len(text['seconds'])} measured run(s): {runs} s (the median is"
+        f" reported). It found {found}.",
+        f"Speech: meeting turns spoken by flite voices ({', '.join(VOICES)}), {speech['audio_seconds']:.0f} s, mono"
+        f" 16 kHz WAV; SpeechRecognizer loaded in {speech['load_seconds']:.1f} s and warmed up on one turn;"
+        f" {speech['utterances']} utterances recognized.",
+        f"Engine server: python -m parley_cli run engine with default settings (workers = cores minus 1), its own data"
+        f" directory; jobs polled every {JOB_POLL_SECONDS * 1000:.0f} ms. First text job:"
+        f" {startup['first_job_submit_to_completed_seconds']:.2f} s from submission (worker spawn + model load"
+        f" + analysis). The {meeting['messages']}-message meeting took {meeting['submit_to_completed_seconds']:.2f} s"
+        f" over HTTP (submit → completed).",
+        f"Memory: the same recording POSTed to /v1/process/audio after both text jobs (spaCy already loaded in the"
+        f" worker); {audio['samples']} samples over {audio['sampled_seconds']:.1f} s, tree RSS"
+        f" {audio['rss_at_submission_bytes'] / 1e6:,.0f} MB at submission; per-process peaks: {peaks}. The job took"
+        f" {audio['submit_to_completed_seconds']:.1f} s (real-time factor over HTTP"
+        f" {audio['submit_to_completed_seconds'] / audio['audio_seconds']:.3f}).",
+        f"Reads: {size.reads_per_endpoint} GETs per endpoint, {size.reads_in_flight} in flight, one endpoint after"
+        " the other, on the meeting's conversation, with a bearer token; first one untimed read per endpoint and"
+        f" {SERIAL_READS} one at a time (the 'one at a time' p50).",
+        f"CPU time beside wall time (a run starved by other work on the machine shows less CPU than wall): text"
+        f" runs {', '.join(f'{cpu:.2f}' for cpu in text['cpu_seconds'])} s CPU; speech"
+        f" {speech['cpu_seconds']:.1f} s CPU for {speech['transcribe_seconds']:.1f} s wall. Load average (1 min)"
+        f" {results['load_before'][0]:.2f} before the run, {results['load_after'][0]:.2f} after it.",
+    ]
+    busiest_load = max(results["load_before"][0], results["load_after"][0])
+    cpus = len(os.sched_getaffinity(0))
+    if busiest_load >= cpus:
+        notes.append(
+            f"The machine was shared: a load average of {busiest_load:.1f} on {cpus} CPUs"
+            " means other work competed for the cores, so these times are pessimistic."
+        )
+    if quick:
+        notes.append(
+            f"--quick: {len(text['seconds'])} measured analysis run, {size.speech_seconds:.0f} s of speech and"
+            f" {size.reads_per_endpoint} reads per endpoint."
+        )
+    return notes
+
+
+def render_markdown(
+    *, command: str, started: str, wall_seconds: float, machine: dict[str, Any], metrics: list[Metric], notes: list[str]
+) -> str:
+    lines = [
+        "# Engine benchmark",
+        "",
+        f"- command: `{command}`",
+        f"- date: {started}",
+        f"- wall time: {wall_seconds:.0f} s",
+        f"- machine: nproc {machine['nproc']}, {machine['memory_gib']} GiB memory, {machine['cpu_model']}"
+        f" ({machine['os']}, Python {machine['python']})",
+        "",
+        "## Results",
+        "",
+        render_table(metrics),
+        "",
+        "## Notes",
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="parley-bench-engine-") as scratch:
+        yield Path(scratch)
+
+
+def run_benchmark(size: BenchSize, scratch: Path) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    meetings = load_meetings()
+    all_turns = [turn for meeting in meetings for turn in meeting]
+    lines = build_meeting(all_turns, size.meeting_words)
+    cold_meeting = json.loads((MEETINGS_DIR / COLD_START_MEETING).read_text(encoding="utf-8"))
+    cold_lines = build_meeting(
+        [(t["speaker"], t["text"]) for t in cold_meeting["utterances"]],
+        sum(len(t["text"].split()) for t in cold_meeting["utterances"]),
+    )
+
+    _say(f"synthesizing about {size.speech_seconds:.0f} s of flite speech")
+    turns = speech_turns(all_turns, size.speech_seconds)
+    recording = scratch / "meeting.wav"
+    synthesize_conversation(turns, recording)
+    warm_up_clip = scratch / "warm-up.wav"
+    synthesize_conversation(turns[:1], warm_up_clip)
+    script = " ".join(turn.text for turn in turns)
+
+    _say(f"analysing {len(lines)} messages in-process (warm-up + {size.measured_analyses} measured)")
+    results: dict[str, Any] = {"text": measure_text_analysis(lines, size.measured_analyses)}
+    _say(f"text analysis: {results['text']['median_seconds']:.2f} s")
+    _say(f"transcribing {wav_seconds(recording):.0f} s of speech in-process")
+    results["speech"] = measure_speech(recording, warm_up_clip, script)
+    _say(f"real-time factor {results['speech']['real_time_factor']:.3f}")
+
+    data_dir = scratch / "engine"
+    data_dir.mkdir()
+    _say("starting the engine server")
+    results["server"] = asyncio.run(
+        measure_server(
+            size,
+            data_dir,
+            as_symbl_body(cold_lines, "engine benchmark: cold start"),
+            as_symbl_body(lines, "engine benchmark: 10,000-word meeting"),
+            recording,
+        )
+    )
+    results["load_before"], results["load_after"] = load_before, os.getloadavg()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="60 s of speech and 50 reads per endpoint")
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help="where engine.md/.json go")
+    args = parser.parse_args(argv)
+    if not flite_available():
+        parser.error("flite is not on PATH (apt-get install flite)")
+    size = QUICK if args.quick else FULL
+    command = shlex.join([".venv/bin/python", "-m", "parley_devtools.bench_engine", *(argv or sys.argv[1:])])
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    with scratch_dir() as scratch:
+        results = run_benchmark(size, scratch)
+    wall = time.monotonic() - started
+    machine = describe_machine()
+    metrics = build_metrics(results)
+    notes = build_notes(results, size, args.quick)
+    print()
+    print(render_table(metrics))
+    print(f"\nwall time {wall:.0f} s")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(
+        command=command,
+        started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        wall_seconds=wall,
+        machine=machine,
+        metrics=metrics,
+        notes=notes,
+    )
+    (args.output_dir / "engine.md").write_text(markdown)
+    raw = {
+        "command": command,
+        "date": started_at.isoformat(),
+        "wall_seconds": wall,
+        "quick": args.quick,
+        "machine": machine,
+        "size": size.__dict__,
+        "metrics": [{**m.__dict__, "verdict": m.verdict} for m in metrics],
+        "results": results,
+    }
+    (args.output_dir / "engine.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
+    _say(f"wrote {args.output_dir / 'engine.md'} and {args.output_dir / 'engine.json'}")
+
+
+if __name__ == "__main__":
+    main()
