@@ -27,6 +27,8 @@ from parley_devtools.provider_double.records import (
     SourceMessage,
 )
 
+WEBHOOK_ATTEMPTS = 3
+
 
 class JobLifecycle:
     """The double's whole mutable state: conversations, jobs, the transition log and webhook delivery."""
@@ -57,7 +59,11 @@ class JobLifecycle:
         if self._scheduler is not None:
             return
         self._wake = asyncio.Event()  # bound to the loop that runs the scheduler
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_seconds))
+        # The timeout covers one exchange with the receiver, not the wait for a pooled connection in a burst.
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=self.config.webhook_timeout_seconds, sock_read=self.config.webhook_timeout_seconds
+        )
+        self._session = aiohttp.ClientSession(timeout=timeout)
         self._scheduler = asyncio.create_task(self._run_scheduler(), name="provider-double-scheduler")
 
     async def stop(self) -> None:
@@ -183,15 +189,22 @@ class JobLifecycle:
             self._webhook_posts.add(post)
             post.add_done_callback(self._webhook_posts.discard)
 
-    # Fire and forget, like the real provider: the receiver's answer and errors only move the counters.
+    # Fire and forget with a couple of retries, like providers that document their webhooks (and Parley's engine):
+    # the receiver's answer and errors only move the counters.
     async def _post_webhook(self, url: str, body: dict[str, Any]) -> None:
         assert self._session is not None
-        try:
-            async with self._session.post(url, json=body) as response:
-                await response.read()
-                delivered = response.status < 400
-        except Exception:  # any failure to deliver (bad URL, refused, timeout) is only counted
-            delivered = False
+        delivered = False
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.2 * 2**attempt)
+            try:
+                async with self._session.post(url, json=body) as response:
+                    await response.read()
+                    delivered = response.status < 400
+            except Exception:  # any failure to deliver (bad URL, refused, timeout) is only counted
+                delivered = False
+            if delivered:
+                break
         if delivered:
             self.webhooks_delivered += 1
         else:
