@@ -22,6 +22,7 @@ import httpx
 import typer
 from parley_shared.settings import ParleySettings
 
+from parley_cli.dead_letters import dead_letters_app
 from parley_cli.kafka_commands import kafka_app
 from parley_cli.watching import TopicFollower, describe_insights
 
@@ -31,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(dead_letters_app, name="dead-letters")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 AUDIO_TYPES = {
