@@ -106,7 +106,9 @@ def run(service: Annotated[Service, typer.Argument(help="the service to run in t
             fetcher_settings.http_host,
             fetcher_settings.http_port,
         )
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
+    # uvicorn's own grace period must outlast the broker's drain of in-flight batches.
+    grace = int(ParleySettings().shutdown_grace_seconds) + 5
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=grace)
 
 
 def _submission_request(path: Path) -> tuple[str, dict[str, str], Any]:

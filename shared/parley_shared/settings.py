@@ -80,6 +80,12 @@ class ParleySettings(BaseSettings):
     app_id: str | None = Field(None, description="shorthand for provider.app_id")
     app_secret: SecretStr | None = Field(None, description="shorthand for provider.app_secret")
     log_level: str = Field("INFO", description="log level of the service")
+    shutdown_grace_seconds: float = Field(
+        15.0, gt=0, description="on SIGTERM, how long in-flight batches may finish before the service stops"
+    )
+    consumer_stall_seconds: float = Field(
+        120.0, gt=0, description="liveness fails when records wait but none were handled for this long"
+    )
 
     def model_post_init(self, __context: object) -> None:
         if self.kafka_bootstrap_servers:

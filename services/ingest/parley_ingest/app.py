@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from parley_shared.events import JobSubmitted
-from parley_shared.health import health_router
+from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep
@@ -45,21 +45,27 @@ def create_app(
     """Build the service. ``publisher`` replaces the transactional producer in in-memory broker tests."""
     settings = settings or IngestSettings()
     topics = settings.topics
-    broker = make_broker(settings.kafka, client_id=f"parley-ingest-{settings.instance_id}")
+    broker = make_broker(
+        settings.kafka,
+        client_id=f"parley-ingest-{settings.instance_id}",
+        graceful_timeout=settings.shutdown_grace_seconds,
+    )
     provider = provider or ProviderClient(settings.provider)
     ledger = RequestLedger()
     submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
     transactional = publisher or transactional_publisher(settings, "ingest", settings.instance_id)
 
+    progress = ConsumerProgress(settings.consumer_stall_seconds)
     step = ConsumeProduceStep(
         service=SERVICE,
         handle_record=handle_process_requested(submitter, topics),
         publisher=lambda: transactional,
         group_id=settings.group_id,
         dead_letter_topic=topics.dead_letters,
+        on_progress=progress.handled,
     )
 
-    @broker.subscriber(
+    requests_subscriber = broker.subscriber(
         topics.requests,
         group_id=settings.group_id,
         batch=True,
@@ -70,6 +76,8 @@ def create_app(
         **consumer_tuning(settings.kafka),
         description="ProcessRequested commands: submit each to the provider once, publish JobSubmitted",
     )
+
+    @requests_subscriber
     async def on_process_requested(msg: KafkaMessage) -> None:
         await step(msg)
 
@@ -99,7 +107,7 @@ def create_app(
     app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(build_router(submitter, publish_submitted, max_upload_bytes=settings.max_upload_bytes))
-    app.include_router(health_router(broker, SERVICE))
+    app.include_router(health_router(broker, SERVICE, progress=progress, consumer=lambda: requests_subscriber.consumer))
     app.state.broker = broker
     app.state.settings = settings
     return app

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
-from parley_shared.health import health_router
+from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
 from parley_shared.kafka.publishing import AtomicPublisher
@@ -36,19 +36,25 @@ def create_app(
 ) -> FastAPI:
     settings = settings or InsightFetcherSettings()
     topics = settings.topics
-    broker = make_broker(settings.kafka, client_id=f"parley-insight-fetcher-{settings.instance_id}")
+    broker = make_broker(
+        settings.kafka,
+        client_id=f"parley-insight-fetcher-{settings.instance_id}",
+        graceful_timeout=settings.shutdown_grace_seconds,
+    )
     provider = provider or ProviderClient(settings.provider)
     transactional = publisher or transactional_publisher(settings, "insight-fetcher", settings.instance_id)
+    progress = ConsumerProgress(settings.consumer_stall_seconds)
     step = ConsumeProduceStep(
         service=SERVICE,
         handle_record=handle_completion(provider, topics, reads_in_flight=settings.reads_per_conversation),
         publisher=lambda: transactional,
         group_id=settings.group_id,
         dead_letter_topic=topics.dead_letters,
+        on_progress=progress.handled,
         policy=StepPolicy(concurrency=settings.conversations_in_flight),
     )
 
-    @broker.subscriber(
+    completions_subscriber = broker.subscriber(
         topics.completions,
         group_id=settings.group_id,
         batch=True,
@@ -59,6 +65,8 @@ def create_app(
         **consumer_tuning(settings.kafka),
         description="JobCompleted: read the conversation's insights and publish InsightsReady; JobFailed: nothing",
     )
+
+    @completions_subscriber
     async def on_completion(msg: KafkaMessage) -> None:
         await step(msg)
 
@@ -71,6 +79,8 @@ def create_app(
         return running_service(settings, broker=broker, provider=provider, publisher=transactional)
 
     app = FastAPI(title="Parley insight-fetcher", version="0.1.0", lifespan=lifespan)
-    app.include_router(health_router(broker, SERVICE))
+    app.include_router(
+        health_router(broker, SERVICE, progress=progress, consumer=lambda: completions_subscriber.consumer)
+    )
     app.state.broker = broker
     return app

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from parley_shared.events import JobResolved, JobSubmitted, jobs_topic_adapter
-from parley_shared.health import health_router
+from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.dead_letters import dead_letter_from_record
@@ -78,7 +78,11 @@ def create_app(
 ) -> FastAPI:
     settings = settings or JobWatcherSettings()
     topics = settings.topics
-    broker = make_broker(settings.kafka, client_id=f"parley-job-watcher-{settings.instance_id}")
+    broker = make_broker(
+        settings.kafka,
+        client_id=f"parley-job-watcher-{settings.instance_id}",
+        graceful_timeout=settings.shutdown_grace_seconds,
+    )
     provider = provider or ProviderClient(settings.provider)
     transactional = publisher or transactional_publisher(settings, "job-watcher", settings.instance_id)
     policy = PollPolicy(
@@ -98,6 +102,7 @@ def create_app(
         max_concurrent_polls=settings.max_concurrent_polls,
     )
 
+    progress = ConsumerProgress(settings.consumer_stall_seconds)
     jobs_subscriber = broker.subscriber(
         topics.jobs,
         group_id=settings.group_id,
@@ -113,6 +118,7 @@ def create_app(
 
     @jobs_subscriber
     async def on_jobs_topic(msg: KafkaMessage) -> None:
+        progress.handled()
         raw = msg.raw_message
         for record in raw if isinstance(raw, (tuple, list)) else (raw,):
             try:
@@ -162,7 +168,7 @@ def create_app(
     app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(webhook_router(watch, secret=settings.webhook_secret))
-    app.include_router(health_router(broker, SERVICE))
+    app.include_router(health_router(broker, SERVICE, progress=progress, consumer=jobs_consumer))
     app.state.watch = watch
     app.state.broker = broker
     return app

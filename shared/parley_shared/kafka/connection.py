@@ -50,10 +50,17 @@ def broker_security(settings: KafkaSettings) -> BaseSecurity | None:
     return security_class(username=username, password=password, ssl_context=ssl_context, use_ssl=use_ssl)
 
 
-def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
-    """A faststream broker with an idempotent producer (no duplicates from producer retries)."""
+def make_broker(
+    settings: KafkaSettings, *, client_id: str, graceful_timeout: float = 15.0, **kwargs: Any
+) -> KafkaBroker:
+    """A faststream broker with an idempotent producer (no duplicates from producer retries).
+
+    On stop it waits up to ``graceful_timeout`` for handlers in flight; what they do not finish is never committed
+    (outputs and offsets go in one transaction), so it is read again after the restart.
+    """
     return KafkaBroker(
         settings.bootstrap_servers,
+        graceful_timeout=graceful_timeout,
         security=broker_security(settings),
         client_id=client_id,
         enable_idempotence=True,

@@ -65,6 +65,7 @@ class ConsumeProduceStep:
         dead_letter_topic: str,
         policy: StepPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self._service = service
         self._handle_record = handle_record
@@ -73,6 +74,7 @@ class ConsumeProduceStep:
         self._dead_letter_topic = dead_letter_topic
         self._policy = policy or StepPolicy()
         self._sleep = sleep
+        self._on_progress = on_progress
         self._limit = asyncio.Semaphore(self._policy.concurrency)
 
     def _backoff(self, attempt: int) -> float:
@@ -133,6 +135,8 @@ class ConsumeProduceStep:
         while True:
             try:
                 await self.handle_records(records)
+                if self._on_progress is not None:
+                    self._on_progress()
                 return
             except KafkaError as error:
                 # Could not commit: rewind so the batch is read again, and pause instead of spinning.
