@@ -4,6 +4,11 @@ The broker's jars come from Maven Central once (a throwaway pom and ``mvn depend
 and are cached under ``home``; each broker keeps its KRaft storage, ``server.properties``, pid file and log
 in its own ``data_dir``. The broker runs as a detached ``java … kafka.Kafka`` process in combined
 broker+controller mode, listening on loopback only, so it outlives the command that started it.
+
+Optional secured client listeners (off by default) let Parley's SASL and TLS settings be exercised locally:
+SASL_PLAINTEXT and SASL_SSL with SCRAM-SHA-256 and SCRAM-SHA-512, and SSL with a certificate from a CA generated
+into the data dir (``<data_dir>/tls/ca.pem`` for clients). The PLAINTEXT client, inter-broker and controller
+listeners stay as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import base64
 import concurrent.futures
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -29,8 +35,10 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parley_cli.kafka_tls import BrokerTlsMaterial, KeytoolError, ensure_broker_tls
 
 LOOPBACK = "127.0.0.1"
 # Versions added beside kafka_2.13 (logging is not among its runtime dependencies).
@@ -41,6 +49,13 @@ RESOURCES = Path(__file__).parent / "kafka"
 # Written into lib/ last, so a lib/ holding it is known to be complete.
 JARS_COMPLETE_MARKER = ".complete"
 LOG_TAIL_LINES = 40
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+# The development SCRAM user created when a SASL listener is on and no users are configured; a deployment sets its own.
+DEVELOPMENT_SCRAM_USERNAME = "parley"
+DEVELOPMENT_SCRAM_PASSWORD = "parley-dev-secret"
+# Characters the StorageTool's `name=…,password=…` syntax cannot carry even inside quotes.
+SCRAM_FORBIDDEN_CHARACTERS = frozenset('",[]')
 
 T = TypeVar("T")
 
@@ -66,6 +81,33 @@ class LocalKafkaSettings(BaseSettings):
         validation_alias=AliasChoices("PARLEY_LOCAL_KAFKA_JAVA_HOME", "JAVA_HOME"),
         description="JDK 17+ to run the broker with; default the `java` on PATH",
     )
+    sasl_port: int | None = Field(
+        None, ge=1, le=65535, description="SASL_PLAINTEXT (SCRAM-SHA-256/512) port on 127.0.0.1; off by default"
+    )
+    ssl_port: int | None = Field(
+        None, ge=1, le=65535, description="SSL port on 127.0.0.1 (clients trust <data_dir>/tls/ca.pem); off by default"
+    )
+    sasl_ssl_port: int | None = Field(
+        None, ge=1, le=65535, description="SASL_SSL (SCRAM over TLS) port on 127.0.0.1; off by default"
+    )
+    scram_users: dict[str, SecretStr] = Field(
+        default_factory=lambda: {DEVELOPMENT_SCRAM_USERNAME: SecretStr(DEVELOPMENT_SCRAM_PASSWORD)},
+        description=(
+            "SCRAM users (name → password, JSON in the environment), created for both mechanisms when the "
+            "storage is first formatted; changing them needs a wiped data dir"
+        ),
+    )
+
+    @field_validator("scram_users")
+    @classmethod
+    def _scram_users_fit_the_storage_tool(cls, users: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, password in users.items():
+            if not name or not password.get_secret_value():
+                raise ValueError("SCRAM user names and passwords must not be empty")
+            if SCRAM_FORBIDDEN_CHARACTERS & set(name + password.get_secret_value()):
+                forbidden = "".join(sorted(SCRAM_FORBIDDEN_CHARACTERS))
+                raise ValueError(f"SCRAM user names and passwords cannot contain any of {forbidden}")
+        return users
 
 
 @dataclass(frozen=True)
@@ -93,6 +135,19 @@ class LocalKafka:
         self.home = self.settings.home.expanduser()
         self.data_dir = (self.settings.data_dir or Path(f"~/.local/state/parley/kafka-{self.port}")).expanduser()
         self.bootstrap = f"{LOOPBACK}:{self.port}"
+        # Listener name → port for the optional secured client listeners (each name is also its protocol).
+        self.secured_ports = {
+            name: port
+            for name, port in (
+                ("SASL_PLAINTEXT", self.settings.sasl_port),
+                ("SSL", self.settings.ssl_port),
+                ("SASL_SSL", self.settings.sasl_ssl_port),
+            )
+            if port is not None
+        }
+        ports = [self.port, self.controller_port, *self.secured_ports.values()]
+        if len(set(ports)) != len(ports):
+            raise LocalKafkaError(f"the broker's ports must differ from each other, got {ports}")
         # The process this object launched, kept so it can be reaped (a dead child is a zombie until waited).
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -121,6 +176,43 @@ class LocalKafka:
     @property
     def cluster_id_file(self) -> Path:
         return self.data_dir / "cluster.id"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate (PEM) clients of the SSL and SASL_SSL listeners trust (``PARLEY_KAFKA__SSL_CAFILE``)."""
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def scram_fingerprint_file(self) -> Path:
+        return self.data_dir / "scram-users.sha256"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        return self._secured_bootstrap("SASL_PLAINTEXT")
+
+    @property
+    def ssl_bootstrap(self) -> str | None:
+        return self._secured_bootstrap("SSL")
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str | None:
+        return self._secured_bootstrap("SASL_SSL")
+
+    def _secured_bootstrap(self, listener: str) -> str | None:
+        port = self.secured_ports.get(listener)
+        return None if port is None else f"{LOOPBACK}:{port}"
+
+    @property
+    def uses_sasl(self) -> bool:
+        return any(name.startswith("SASL") for name in self.secured_ports)
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(name.endswith("SSL") for name in self.secured_ports)
 
     @property
     def launched_here(self) -> bool:
@@ -206,14 +298,15 @@ class LocalKafka:
                 self._wait_until_answering(pid)
                 return BrokerStatus(running=True, pid=pid, port=self.port, answering=True)
             self.pid_file.unlink(missing_ok=True)
-            for port in (self.port, self.controller_port):
+            for port in (self.port, self.controller_port, *self.secured_ports.values()):
                 if _port_in_use(port):
                     raise LocalKafkaError(
                         f"{LOOPBACK}:{port} is already in use by another process; "
                         "stop it or choose another port (PARLEY_LOCAL_KAFKA_PORT / --port)"
                     )
             self.ensure_jars()
-            self._write_config()
+            tls = self._ensure_tls() if self.uses_tls else None
+            self._write_config(tls)
             self._format_storage_once()
             pid = self._launch(stop_with_parent=stop_with_parent)
             self._wait_until_answering(pid)
@@ -255,6 +348,22 @@ class LocalKafka:
             raise LocalKafkaError("Java 17+ is needed to run Kafka 4.x; install a JDK or set JAVA_HOME")
         return found
 
+    def _keytool(self) -> str:
+        """The ``keytool`` of the JDK that runs the broker (beside its ``java``), else the one on PATH."""
+        beside_java = Path(self._java()).resolve().with_name("keytool")
+        if beside_java.exists():
+            return str(beside_java)
+        found = shutil.which("keytool")
+        if found is None:
+            raise LocalKafkaError("the SSL listeners need the JDK's `keytool` to make certificates; install a full JDK")
+        return found
+
+    def _ensure_tls(self) -> BrokerTlsMaterial:
+        try:
+            return ensure_broker_tls(self.tls_dir, keytool=self._keytool())
+        except KeytoolError as error:
+            raise LocalKafkaError(f"could not make TLS certificates in {self.tls_dir}: {error}") from error
+
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         if self.settings.java_home is not None:
@@ -278,8 +387,12 @@ class LocalKafka:
             *args,
         ]
 
-    def _write_config(self) -> None:
-        listeners = f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}"
+    def _write_config(self, tls: BrokerTlsMaterial | None = None) -> None:
+        endpoints = {"PLAINTEXT": self.port, "CONTROLLER": self.controller_port, **self.secured_ports}
+        listeners = ",".join(f"{name}://{LOOPBACK}:{port}" for name, port in endpoints.items())
+        protocol_map = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" + "".join(
+            f",{name}:{name}" for name in self.secured_ports
+        )
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -288,7 +401,7 @@ class LocalKafka:
             "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocol_map,
             "log.dirs": str(self.storage_dir),
             "auto.create.topics.enable": "true",
             "num.partitions": "1",
@@ -308,17 +421,60 @@ class LocalKafka:
             "num.io.threads": "2",
             "background.threads": "2",
             "num.recovery.threads.per.data.dir": "1",
+            **self._security_properties(tls),
         }
         text = "# Written by parley_cli.local_kafka on every start; edits are overwritten.\n"
         text += "".join(f"{key}={value}\n" for key, value in properties.items())
         self.properties_file.write_text(text)
 
+    def _security_properties(self, tls: BrokerTlsMaterial | None) -> dict[str, str]:
+        """SCRAM on the SASL listeners and the keystore for the TLS ones; nothing when they are off."""
+        properties: dict[str, str] = {}
+        sasl_listeners = [name for name in self.secured_ports if name.startswith("SASL")]
+        if sasl_listeners:
+            # The credentials live in the KRaft metadata (added at format time); the login module only names the
+            # mechanism, so the server JAAS entry carries no user.
+            properties["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+            for listener in sasl_listeners:
+                for mechanism in SCRAM_MECHANISMS:
+                    properties[f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"] = SCRAM_LOGIN
+        if tls is not None:
+            properties |= {
+                "ssl.keystore.type": "PKCS12",
+                "ssl.keystore.location": str(tls.keystore),
+                "ssl.keystore.password": tls.keystore_password,
+                "ssl.key.password": tls.keystore_password,
+                "ssl.client.auth": "none",
+            }
+        return properties
+
+    def _scram_fingerprint(self, cluster_id: str) -> str:
+        """A digest of the SCRAM users a SASL broker should have (salted with the cluster id; no password on disk)."""
+        if not self.uses_sasl:
+            return ""
+        digest = hashlib.sha256(cluster_id.encode())
+        for name, password in sorted(self.settings.scram_users.items()):
+            digest.update(f"\0{name}\0{password.get_secret_value()}".encode())
+        return digest.hexdigest()
+
     def _format_storage_once(self) -> None:
-        if (self.storage_dir / "meta.properties").exists():
-            return
         if not self.cluster_id_file.exists():
             self.cluster_id_file.write_text(_new_cluster_id() + "\n")
         cluster_id = self.cluster_id_file.read_text().strip()
+        fingerprint = self._scram_fingerprint(cluster_id)
+        if (self.storage_dir / "meta.properties").exists():
+            self._check_scram_users_unchanged(fingerprint)
+            return
+        scram_options = [
+            option
+            for mechanism in SCRAM_MECHANISMS
+            for name, password in sorted(self.settings.scram_users.items())
+            for option in (
+                "--add-scram",
+                f'{mechanism}=[name="{name}",password="{password.get_secret_value()}"]',
+            )
+            if self.uses_sasl
+        ]
         command = self._jvm_command(
             "kafka.tools.StorageTool",
             "format",
@@ -328,11 +484,27 @@ class LocalKafka:
             cluster_id,
             "-c",
             str(self.properties_file),
+            *scram_options,
         )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             output = result.stdout + result.stderr
             raise LocalKafkaError(f"formatting KRaft storage in {self.storage_dir} failed:\n{output}")
+        self.scram_fingerprint_file.write_text(fingerprint + "\n")
+
+    def _check_scram_users_unchanged(self, fingerprint: str) -> None:
+        """SCRAM users are written into the metadata log only when it is formatted, so a change cannot apply later."""
+        if not self.uses_sasl:
+            return
+        try:
+            recorded = self.scram_fingerprint_file.read_text().strip()
+        except FileNotFoundError:
+            recorded = ""
+        if recorded != fingerprint:
+            raise LocalKafkaError(
+                f"the SCRAM users differ from those created when {self.storage_dir} was formatted (or it was "
+                "formatted without SASL); wipe the data dir (`parley kafka wipe`) to create them"
+            )
 
     def _launch(self, *, stop_with_parent: bool) -> int:
         command = self._jvm_command("kafka.Kafka", str(self.properties_file))

@@ -149,7 +149,12 @@ class Engine:
 def engine_process() -> Iterator[ServiceProcess]:
     with tempfile.TemporaryDirectory(prefix="parley-symbl-rest-") as scratch:
         stack = LocalStack(log_dir=Path(scratch) / "logs", env={"PARLEY_ENGINE_DATA_DIR": f"{scratch}/data"})
-        extra_env = {"PARLEY_APP_ID": APP_ID, "PARLEY_APP_SECRET": APP_SECRET}
+        # The URL tests serve media from a loopback server, which the engine refuses unless told otherwise.
+        extra_env = {
+            "PARLEY_APP_ID": APP_ID,
+            "PARLEY_APP_SECRET": APP_SECRET,
+            "PARLEY_ALLOW_PRIVATE_MEDIA_URLS": "true",
+        }
         service = stack.start("engine", port=free_port(), extra_env=extra_env, timeout=120.0)
         try:
             yield service

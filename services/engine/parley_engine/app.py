@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from parley_engine.async_api import build_async_router, build_job_router
 from parley_engine.auth import TokenAuthority, build_auth_router
 from parley_engine.conversations_api import build_conversations_router
+from parley_engine.faults import FaultMode, FaultSettings
 from parley_engine.jobs import JobRunner
 from parley_engine.settings import EngineSettings
 from parley_engine.store import Store
@@ -51,15 +52,19 @@ def create_app(
     *,
     analyzer_factory: Callable[[], Analyzer] | None = None,
     recognizer_factory: Callable[[], Recognizer] | None = None,
+    fault_settings: FaultSettings | None = None,
 ) -> FastAPI:
     settings = settings or EngineSettings()
+    # Fault injection for resilience runs (parley_engine.faults); None unless PARLEY_ENGINE_FAULTS_ENABLED=true.
+    fault_settings = fault_settings or FaultSettings()
+    fault_mode = FaultMode(fault_settings) if fault_settings.enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         store = await Store.open(settings.resolved_database_url)
         workers = build_workers(settings, analyzer_factory, recognizer_factory)
-        sender = WebhookSender(store, settings)
+        sender = WebhookSender(store, settings, faults=fault_mode.webhook_faults(store) if fault_mode else None)
         runner = JobRunner(store, workers, settings, on_status_change=sender.wake)
         app.state.settings = settings
         app.state.store = store
@@ -111,4 +116,6 @@ def create_app(
     app.include_router(build_async_router())
     app.include_router(build_job_router())
     app.include_router(build_conversations_router())
+    if fault_mode is not None:  # fault injection: middleware and GET /_faults/log
+        fault_mode.install(app, settings.resolved_database_url)
     return app

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from parley_shared.url_safety import UnfetchableUrl, stream_checked_url
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Speaker, Utterance
 from parley_engine.identifiers import message_id, new_message_id_prefix
@@ -337,14 +338,19 @@ class JobRunner:
         await self._store.complete_reanalysis(job.id, utterances=utterances, insights=insights)
 
     async def _download(self, job: JobRow) -> Path:
-        """Stream a url job's media to disk, bounded by ``max_upload_bytes``; failures are the job's reason."""
+        """Stream a url job's media to disk, bounded by ``max_upload_bytes``; failures are the job's reason.
+
+        Only public addresses are fetched (unless ``allow_private_media_urls``), each redirect re-checked.
+        """
         url = str((job.input_json or {}).get("url"))
         limit = self._settings.max_upload_bytes
         self._settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         try:
             async with (
-                httpx.AsyncClient(follow_redirects=True, timeout=httpx.Timeout(30.0, read=120.0)) as client,
-                client.stream("GET", url) as response,
+                httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=120.0)) as client,
+                stream_checked_url(
+                    client, url, allow_private=self._settings.allow_private_media_urls, fetcher="this engine"
+                ) as response,
             ):
                 if response.status_code >= 400:
                     raise JobInputError(f"could not download {url}: HTTP {response.status_code}")
@@ -359,6 +365,8 @@ class JobRunner:
                         if received > limit:
                             raise JobInputError(f"could not download {url}: the file is larger than {limit} bytes")
                         file.write(chunk)
+        except UnfetchableUrl as error:
+            raise JobInputError(f"could not download {url}: {error}") from None
         except httpx.HTTPError as error:
             raise JobInputError(f"could not download {url}: {type(error).__name__}: {error}") from None
         if received == 0:

@@ -40,6 +40,11 @@ class EngineSettings(BaseSettings):
     max_concurrent_jobs: int = Field(50, ge=1, description="scheduled + in-progress jobs before 429")
     workers: int = Field(default_factory=_default_workers, ge=1, description="jobs processed at once")
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest media file (upload or download)")
+    allow_private_media_urls: bool = Field(
+        False,
+        description="fetch audio/video URLs that are or resolve to loopback, private, link-local or other "
+        "non-public addresses (off: a caller could otherwise reach the engine's own network)",
+    )
     max_text_request_bytes: int = Field(20 * 1024**2, ge=1, description="largest JSON request body")
     webhook_secret: SecretStr | None = Field(
         None, description="signs webhook bodies (X-Parley-Signature); unsigned if unset"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
 
+from parley_engine.faults import WebhookFaults
 from parley_engine.settings import EngineSettings
 from parley_engine.store import Store, WebhookDeliveryRow
 
@@ -39,8 +40,11 @@ def retry_delay(attempts: int, base: float, cap: float) -> float:
 class WebhookSender:
     """Drains the webhook outbox; ``wake()`` after writing a delivery row."""
 
-    def __init__(self, store: Store, settings: EngineSettings, *, batch_size: int = 32) -> None:
+    def __init__(
+        self, store: Store, settings: EngineSettings, *, batch_size: int = 32, faults: WebhookFaults | None = None
+    ) -> None:
         self._store = store
+        self._faults = faults  # fault mode only (parley_engine.faults); None in normal operation
         self._settings = settings
         self._batch_size = batch_size
         self._wake = asyncio.Event()
@@ -57,6 +61,8 @@ class WebhookSender:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._faults is not None:  # fault mode: late copies still waiting to be sent
+            await self._faults.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,7 +91,7 @@ class WebhookSender:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def _deliver(self, delivery: WebhookDeliveryRow) -> None:
+    async def _post(self, delivery: WebhookDeliveryRow) -> httpx.Response:
         assert self._client is not None
         body = delivery.body.encode()
         headers = {
@@ -96,12 +102,18 @@ class WebhookSender:
         }
         if self._settings.webhook_secret is not None:
             headers[SIGNATURE_HEADER] = signature(self._settings.webhook_secret.get_secret_value(), body)
+        return await self._client.post(
+            delivery.url, content=body, headers=headers, timeout=self._settings.webhook_timeout_seconds
+        )
+
+    async def _deliver(self, delivery: WebhookDeliveryRow) -> None:
+        # Fault mode may drop, duplicate or hold back this delivery (parley_engine.faults).
+        if self._faults is not None and await self._faults.intercept(delivery, lambda: self._post(delivery)):
+            return
         retry_after: float | None = None
         error: str | None
         try:
-            response = await self._client.post(
-                delivery.url, content=body, headers=headers, timeout=self._settings.webhook_timeout_seconds
-            )
+            response = await self._post(delivery)
         except httpx.HTTPError as exc:
             delivered, final, error = False, False, f"{type(exc).__name__}: {exc}"
         else:

@@ -106,7 +106,14 @@ def create_app(
 
     app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(build_router(submitter, publish_submitted, max_upload_bytes=settings.max_upload_bytes))
+    app.include_router(
+        build_router(
+            submitter,
+            publish_submitted,
+            max_upload_bytes=settings.max_upload_bytes,
+            api_keys=settings.api_keys,
+        )
+    )
     app.include_router(health_router(broker, SERVICE, progress=progress, consumer=lambda: requests_subscriber.consumer))
     app.state.broker = broker
     app.state.settings = settings

@@ -2,21 +2,23 @@
 
 Each accepted submission returns 202 with ``conversationId``, ``jobId`` and ``requestId`` once its
 ``JobSubmitted`` is on the jobs topic. Send ``Idempotency-Key`` (or ``requestId`` in a JSON body / query string)
-to make a retry safe: the same key gives the same job.
+to make a retry safe: the same key gives the same job. With API keys configured (``PARLEY_API_KEYS``) every
+route here needs one, as ``Authorization: Bearer <key>`` or ``x-api-key: <key>``.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
+from parley_shared.api_keys import ApiKeyCheck
 from parley_shared.events import IdStr, JobSubmitted, MediaKind, ProcessRequested, SymblMessage
 from parley_shared.http_errors import ApiProblem
 from parley_shared.provider import ConversationNotFound, ProviderError, ProviderRejected, ProviderUnavailable
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from parley_ingest.submission import Submitter
 
@@ -85,8 +87,11 @@ def _options_from_query(request: Request) -> dict[str, Any]:
     return options
 
 
-def build_router(submitter: Submitter, publish_submitted: Any, *, max_upload_bytes: int) -> APIRouter:
-    router = APIRouter(prefix="/v1/process", tags=["submit"])
+def build_router(
+    submitter: Submitter, publish_submitted: Any, *, max_upload_bytes: int, api_keys: Iterable[SecretStr] = ()
+) -> APIRouter:
+    """The submission routes; with ``api_keys`` each needs one of them (``/healthz`` and ``/readyz`` live elsewhere)."""
+    router = APIRouter(prefix="/v1/process", tags=["submit"], dependencies=[Depends(ApiKeyCheck(api_keys))])
 
     async def accept(request: ProcessRequested) -> Accepted:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from parley_shared.api_keys import ApiKeys
 from parley_shared.settings import ParleySettings
 from pydantic import Field
 
@@ -23,3 +24,8 @@ class IngestSettings(ParleySettings):
         24.0, gt=0, description="how far back a repeated requestId is recognised after a restart"
     )
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest audio/video upload accepted")
+    api_keys: ApiKeys = Field(
+        (),
+        description="comma-separated keys the HTTP API accepts (Authorization: Bearer or x-api-key); "
+        "empty: no authentication",
+    )

@@ -183,6 +183,8 @@ def engine_settings(data_dir: Path, **overrides: Any) -> EngineSettings:
         "max_text_request_bytes": 64 * 1024,
         "app_id": "test-app",
         "app_secret": "test-secret",
+        # These tests serve their media from a loopback server.
+        "allow_private_media_urls": True,
         **overrides,
     }
     return EngineSettings(**values)
