@@ -195,6 +195,9 @@ class DeadLetter(CamelModel):
     source_offset: int | None = Field(None, description="offset of the original record")
     original_key: str | None = Field(None, description="key of the original record, base64")
     original_value: str = Field(description="the original bytes, base64")
+    original_truncated: bool = Field(
+        False, description="true when the original was larger than 2 MiB and only its start is kept"
+    )
 
 
 JobsTopicEvent = Annotated[JobSubmitted | JobResolved, Field(discriminator="event_type")]

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley_shared.validation import validation_problems
 
@@ -26,6 +27,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def on_problem(_: Request, problem: ApiProblem) -> JSONResponse:
         return JSONResponse({"message": problem.message, **problem.details}, status_code=problem.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that cannot be parsed, 404, 405) get the same {"message": …} shape.
+        message = error.detail if isinstance(error.detail, str) else "request refused"
+        return JSONResponse({"message": message}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from parley_shared.events import DeadLetter
 from parley_shared.kafka.publishing import OutgoingRecord
+
+# Dead letters carry the original base64-encoded (4/3 of its size); past this the original is cut, and says so.
+MAX_ORIGINAL_BYTES = 2 * 1024 * 1024
+_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def _peek_ids(value: bytes | None) -> dict[str, str | None]:
     """Best effort: the ids of a broken record, so an operator can find what it was about."""
     try:
         body = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     if not isinstance(body, dict):
         return {}
@@ -25,7 +30,8 @@ def _peek_ids(value: bytes | None) -> dict[str, str | None]:
         ("jobId", "job_id"),
     ):
         candidate = body.get(wire)
-        if isinstance(candidate, str) and len(candidate) <= 200:
+        # Only well-formed ids: a hostile one (a lone surrogate, say) must not break the dead letter itself.
+        if isinstance(candidate, str) and _ID.match(candidate):
             ids[name] = candidate
     return ids
 
@@ -43,6 +49,8 @@ def dead_letter(
     attempts: int = 1,
 ) -> OutgoingRecord:
     reason = error if isinstance(error, str) else (str(error) or type(error).__name__)
+    original = value or b""
+    truncated = len(original) > MAX_ORIGINAL_BYTES
     letter = DeadLetter(
         service=service,
         reason=reason[:4_000],
@@ -52,7 +60,8 @@ def dead_letter(
         source_partition=source_partition,
         source_offset=source_offset,
         original_key=base64.b64encode(key).decode() if key is not None else None,
-        original_value=base64.b64encode(value or b"").decode(),
+        original_value=base64.b64encode(original[:MAX_ORIGINAL_BYTES]).decode(),
+        original_truncated=truncated,
         **_peek_ids(value),
     )
     return OutgoingRecord(topic=topic, key=key, value=letter.to_wire())

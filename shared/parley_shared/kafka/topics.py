@@ -40,7 +40,8 @@ def topic_specs(settings: KafkaSettings, topics: TopicNames) -> list[NewTopic]:
             topics.dead_letters,
             1,
             replication,
-            topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+            # A dead letter wraps the original record base64-encoded, so it needs room for 4/3 of the largest one.
+            topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": str(4 * 1024 * 1024)},
         ),
     ]
 
