@@ -755,3 +755,21 @@ async def test_with_a_secret_only_correctly_signed_callbacks_are_accepted() -> N
     assert "X-Parley-Signature" in unsigned.json()["message"]
     assert signed.status_code == 202
     assert watch.webhooks_received == 1, "refused callbacks never reach the watch"
+
+
+async def test_status_needs_an_api_key_when_keys_are_configured() -> None:
+    from parley_shared.http_errors import install_error_handlers
+    from pydantic import SecretStr
+
+    watch = make_watch(VirtualClock(START), FakeProvider(VirtualClock(START)), RecordingPublisher())
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(webhook_router(watch, api_keys=[SecretStr("operator-key-1")]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
+        anonymous = await client.get("/status")
+        wrong = await client.get("/status", headers={"x-api-key": "operator-key-2"})
+        allowed = await client.get("/status", headers={"Authorization": "Bearer operator-key-1"})
+
+    assert (anonymous.status_code, wrong.status_code) == (401, 401)
+    assert "message" in anonymous.json() and "operator-key" not in wrong.text
+    assert allowed.status_code == 200 and allowed.json()["pendingJobs"] == 0

@@ -167,7 +167,7 @@ def create_app(
 
     app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(webhook_router(watch, secret=settings.webhook_secret))
+    app.include_router(webhook_router(watch, secret=settings.webhook_secret, api_keys=settings.api_keys))
     app.include_router(health_router(broker, SERVICE, progress=progress, consumer=jobs_consumer))
     app.state.watch = watch
     app.state.broker = broker

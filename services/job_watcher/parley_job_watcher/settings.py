@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from parley_shared.api_keys import ApiKeys
 from parley_shared.settings import ParleySettings
 from pydantic import Field, SecretStr
 
@@ -26,6 +27,9 @@ class JobWatcherSettings(ParleySettings):
         6 * 3600.0,
         gt=0,
         description="a job not finished this long after submission fails with reason 'deadline'",
+    )
+    api_keys: ApiKeys = Field(
+        (), description="keys that may read GET /status (Bearer or x-api-key); empty: no authentication"
     )
     webhook_secret: SecretStr | None = Field(
         None,

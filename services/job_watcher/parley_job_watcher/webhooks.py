@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastapi import APIRouter, Depends, Request
+from parley_shared.api_keys import ApiKeyCheck
 from parley_shared.events import IdStr
 from parley_shared.http_errors import ApiProblem
 from parley_shared.provider import JobStatus
@@ -48,7 +51,9 @@ class WatchStatus(BaseModel):
     webhooks_received: int = Field(alias="webhooksReceived", description="callbacks received since start")
 
 
-def webhook_router(watch: JobWatch, *, secret: SecretStr | None = None) -> APIRouter:
+def webhook_router(
+    watch: JobWatch, *, secret: SecretStr | None = None, api_keys: Iterable[SecretStr] = ()
+) -> APIRouter:
     router = APIRouter(tags=["webhooks"])
 
     async def verified(request: Request) -> None:
@@ -71,7 +76,12 @@ def webhook_router(watch: JobWatch, *, secret: SecretStr | None = None) -> APIRo
         assert job_id is not None  # guaranteed by the model
         return CallbackReceipt(job_id=job_id, action=watch.on_webhook(job_id, callback.status))
 
-    @router.get("/status", summary="What job-watcher is watching right now", tags=["status"])
+    @router.get(
+        "/status",
+        summary="What job-watcher is watching right now",
+        tags=["status"],
+        dependencies=[Depends(ApiKeyCheck(api_keys))],
+    )
     async def status() -> WatchStatus:
         return WatchStatus(
             pending_jobs=len(watch.scheduler),
