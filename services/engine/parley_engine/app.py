@@ -65,7 +65,9 @@ def create_app(
         store = await Store.open(settings.resolved_database_url)
         workers = build_workers(settings, analyzer_factory, recognizer_factory)
         sender = WebhookSender(store, settings, faults=fault_mode.webhook_faults(store) if fault_mode else None)
-        runner = JobRunner(store, workers, settings, on_status_change=sender.wake)
+        runner = JobRunner(
+            store, workers, settings, on_status_change=sender.wake, lease_seconds=settings.job_lease_seconds
+        )
         app.state.settings = settings
         app.state.store = store
         app.state.workers = workers

@@ -25,21 +25,22 @@ from parley_engine.identifiers import new_conversation_id, new_job_id
 from parley_engine.jobs import JobRunner, media_suffix
 from parley_engine.options import AsyncOptions, TextRequest, UrlRequest, options_from_query
 from parley_engine.settings import EngineSettings
-from parley_engine.store import ConversationNotFound, NewConversation, NewJob, Store
+from parley_engine.store import ConversationNotFound, NewConversation, NewJob, Store, TooManyJobs
 from parley_engine.webhooks import WebhookSender
 
 CONVERSATION_NOT_FOUND = "The conversationId is either invalid or does not exist."
 
 
+def too_many_jobs_message(limit: int) -> str:
+    return (
+        f"This API has a limit of maximum of {limit} number of concurrent jobs per account. "
+        "Please wait for some of the jobs to complete before submitting more."
+    )
+
+
 def too_many_jobs(limit: int) -> JSONResponse:
     return JSONResponse(
-        {
-            "statusCode": 429,
-            "message": f"This API has a limit of maximum of {limit} number of concurrent jobs per account. "
-            "Please wait for some of the jobs to complete before submitting more.",
-        },
-        status_code=429,
-        headers={"Retry-After": "5"},
+        {"statusCode": 429, "message": too_many_jobs_message(limit)}, status_code=429, headers={"Retry-After": "5"}
     )
 
 
@@ -101,11 +102,17 @@ class Submissions:
                 start_time=start_time or datetime.now(UTC),
                 metadata=options.metadata or {},
             )
+        limit = self.settings.max_concurrent_jobs
         try:
-            row = await self.store.submit_job(job, new_conversation=new_conversation, conversation_id=conversation_id)
-        except ConversationNotFound:
+            # The count and the insert are one transaction: replicas on one database cannot overshoot the limit.
+            row = await self.store.submit_job(
+                job, new_conversation=new_conversation, conversation_id=conversation_id, max_active_jobs=limit
+            )
+        except (ConversationNotFound, TooManyJobs) as refused:
             if input_path is not None:
                 await asyncio.to_thread(input_path.unlink, missing_ok=True)
+            if isinstance(refused, TooManyJobs):
+                raise ApiProblem(429, too_many_jobs_message(limit), statusCode=429) from None
             raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
         self.runner.wake()
         self.webhooks.wake()  # the "scheduled" delivery

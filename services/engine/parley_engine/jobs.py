@@ -1,8 +1,11 @@
 """The durable job runner: turns scheduled jobs into utterances and regenerated insights.
 
-Jobs live in the database, so a restart loses none: on start, jobs left in progress are scheduled again. A
-dispatcher loop claims the oldest runnable job (one conversation's jobs run one at a time, in submission order)
-while fewer than ``workers`` jobs run. Each job: in_progress → transcribe (audio, video) or read messages (text)
+Jobs live in the database, so a restart loses none. A dispatcher loop claims the oldest runnable job (one
+conversation's jobs run one at a time, in submission order) while fewer than ``workers`` jobs run. Several
+replicas may share one database: each claim is a lease in this runner's name that a keeper task renews while the
+job runs; a job whose lease ran out (its replica died or stalled) is scheduled again by whichever replica sweeps
+first, at start and every few seconds, and a runner stops a job it no longer holds. Stopping hands this
+runner's jobs back at once. Each job: in_progress → transcribe (audio, video) or read messages (text)
 → analyze the whole conversation → commit utterances, insights and ``completed`` in one transaction. A job that
 cannot be done fails with the reason; an unexpected error fails the job with "internal error: …", never the runner.
 """
@@ -13,7 +16,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,10 +33,15 @@ from parley_engine.conversation import AnalysisOptions, ConversationInsights, Sp
 from parley_engine.identifiers import message_id, new_message_id_prefix
 from parley_engine.settings import EngineSettings
 from parley_engine.speech.options import SpeechOptions
-from parley_engine.store import ConversationNotFound, ConversationRow, JobRow, Store
+from parley_engine.store import ConversationNotFound, ConversationRow, JobLeaseLost, JobRow, Store
 from parley_engine.workers import AnalysisWorkers, JobInputError
 
 log = logging.getLogger(__name__)
+
+# How long a claim holds without renewal. A crashed replica's jobs wait this long before another replica
+# takes them; a replica whose event loop stalls this long may lose its jobs (and is then stopped from
+# committing them). Replicas' clocks must agree to well within it.
+DEFAULT_LEASE_SECONDS = 30.0
 
 MEDIA_SUFFIXES = {
     "audio/wav": ".wav",
@@ -194,6 +205,11 @@ async def regenerate_insights(
     return insights
 
 
+def new_replica_id() -> str:
+    """Names this runner in ``jobs.claimed_by``: the host and process for people, a random part for uniqueness."""
+    return f"{socket.gethostname()[:80]}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
 class JobRunner:
     """Runs scheduled jobs with at most ``settings.workers`` at once; ``wake()`` after submitting one."""
 
@@ -204,14 +220,19 @@ class JobRunner:
         settings: EngineSettings,
         *,
         on_status_change: Callable[[], None] = lambda: None,
+        replica_id: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self._store = store
         self._workers = workers
         self._settings = settings
         self._on_status_change = on_status_change
+        self.replica_id = replica_id or new_replica_id()
+        self._lease_seconds = lease_seconds
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
+        self._lease_keeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -223,31 +244,60 @@ class JobRunner:
 
     async def start(self) -> None:
         self._stopping = False
-        resumed = await self._store.reset_in_progress_jobs()
-        if resumed:
-            log.info("rescheduled %d job(s) that were in progress when the engine stopped", resumed)
+        await self._reschedule_abandoned_jobs()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+        self._lease_keeper = asyncio.create_task(self._keep_leases(), name="job-lease-keeper")
 
-    async def stop(self) -> None:
-        """Stop claiming and cancel running jobs; they are rescheduled (here and at the next start)."""
+    async def stop(self, *, release_jobs: bool = True) -> None:
+        """Stop claiming and cancel running jobs; they are scheduled again for any replica to take.
+
+        ``release_jobs=False`` leaves them claimed, as a crash would: they wait for their leases to run out.
+        """
         self._stopping = True
-        tasks = [t for t in [self._dispatcher, *self._running.values()] if t is not None]
+        tasks = [t for t in [self._dispatcher, self._lease_keeper, *self._running.values()] if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             _, stuck = await asyncio.wait(tasks, timeout=10)
             if stuck:
                 log.warning("%d job task(s) did not stop within 10 s", len(stuck))
-        self._dispatcher = None
-        with contextlib.suppress(Exception):
-            await self._store.reset_in_progress_jobs()
+        self._dispatcher = self._lease_keeper = None
+        if release_jobs:
+            try:
+                await self._store.release_jobs(self.replica_id)
+            except Exception:
+                log.exception("could not hand back this replica's jobs; they resume when their leases run out")
+
+    async def _reschedule_abandoned_jobs(self) -> None:
+        resumed = await self._store.reschedule_abandoned_jobs()
+        if resumed:
+            log.info("rescheduled %d job(s) whose replica stopped renewing their lease", resumed)
+            self._wake.set()
+
+    async def _keep_leases(self) -> None:
+        """Renew this runner's leases, stop jobs it lost, and sweep up jobs abandoned by stopped replicas."""
+        interval = self._lease_seconds / 3
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                lost = await self._store.renew_leases(self.replica_id, set(self._running), self._lease_seconds)
+                for job_id in lost:
+                    task = self._running.get(job_id)
+                    if task is not None and not task.done():
+                        log.warning("job %s lost its lease to another replica; stopping it here", job_id)
+                        task.cancel()
+                await self._reschedule_abandoned_jobs()
+            except Exception:
+                log.exception("could not renew job leases; retrying")
 
     async def _dispatch(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
                 while len(self._running) < self._settings.workers:
-                    job = await self._store.claim_next_job()
+                    job = await self._store.claim_next_job(
+                        claimed_by=self.replica_id, lease_seconds=self._lease_seconds
+                    )
                     if job is None:
                         break
                     self._on_status_change()
@@ -273,23 +323,26 @@ class JobRunner:
             else:
                 await self._process(job)
             finished = True
+        except JobLeaseLost:
+            # Another replica runs it now and needs its media; its outcome is that replica's to commit.
+            log.warning("job %s was taken over by another replica; this run's outcome is dropped", job.id)
         except JobInputError as error:
-            await self._store.fail_job(job.id, str(error))
-            finished = True
+            finished = await self._fail(job, str(error))
         except ConversationNotFound:
-            await self._store.fail_job(job.id, "the conversation was deleted")
-            finished = True
+            finished = await self._fail(job, "the conversation was deleted")
         except asyncio.CancelledError:
             raise
         except Exception as error:
             log.exception("job %s failed unexpectedly", job.id)
-            await self._store.fail_job(job.id, f"internal error: {type(error).__name__}: {error}")
-            finished = True
+            finished = await self._fail(job, f"internal error: {type(error).__name__}: {error}")
         finally:
             if finished:
                 self._on_status_change()
                 for path in self._media_paths(job):
                     path.unlink(missing_ok=True)
+
+    async def _fail(self, job: JobRow, reason: str) -> bool:
+        return await self._store.fail_job(job.id, reason, claimed_by=self.replica_id)
 
     def _media_paths(self, job: JobRow) -> list[Path]:
         paths = [Path(job.input_path)] if job.input_path else []
@@ -324,6 +377,7 @@ class JobRunner:
             insights=insights,
             analysis_options=options_data,
             end_time=conversation_end(conversation, everything),
+            claimed_by=self.replica_id,
         )
 
     async def _reattribute_speakers(self, job: JobRow) -> None:
@@ -335,7 +389,9 @@ class JobRunner:
             conversation_id=conversation.id,
             conversation_start=conversation.start_time,
         )
-        await self._store.complete_reanalysis(job.id, utterances=utterances, insights=insights)
+        await self._store.complete_reanalysis(
+            job.id, utterances=utterances, insights=insights, claimed_by=self.replica_id
+        )
 
     async def _download(self, job: JobRow) -> Path:
         """Stream a url job's media to disk, bounded by ``max_upload_bytes``; failures are the job's reason.

@@ -56,6 +56,9 @@ class EngineSettings(BaseSettings):
     dispatch_poll_seconds: float = Field(
         1.0, gt=0, description="how often the job dispatcher looks for work unprompted"
     )
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="how long a replica's claim on a running job lasts unless renewed"
+    )
     log_level: str = Field("INFO", description="log level of the engine")
 
     @model_validator(mode="after")

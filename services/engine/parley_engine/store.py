@@ -1,8 +1,13 @@
 """The engine's durable state: conversations, jobs, utterances, insights, webhook deliveries and auth secrets.
 
-SQLAlchemy 2 async on SQLite (one file, WAL) by default, or a server database for several replicas. Every write is
+SQLAlchemy 2 async on SQLite (one file, WAL) by default, or PostgreSQL for several replicas. Every write is
 one transaction; a job's status change and its webhook delivery row are written together (an outbox), so a crash
 can lose neither. Rows leave this module as detached objects (``expire_on_commit=False``), never live sessions.
+
+Several replicas on one database coordinate through the jobs table alone. A claimed job carries a lease
+(``claimed_by``, ``lease_until``) that its replica renews while it runs; only a job whose lease ran out is
+scheduled again, and only the lease holder may commit a job's outcome. Rows a replica reads and then changes are
+locked (``SELECT … FOR UPDATE``; a no-op on SQLite, whose single writer already serializes writes).
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ import json
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     DateTime,
     Dialect,
     Index,
@@ -32,7 +38,9 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -47,6 +55,10 @@ ACTIVE_STATUSES: tuple[JobStatus, ...] = ("scheduled", "in_progress")
 # Jobs a caller submitted through the Async API; the engine's own maintenance jobs (re-attributing speakers)
 # share the queue so they run in order with them, but never count against the caller's concurrency limit.
 PUBLIC_JOB_KINDS = ("text", "audio", "video", "audio_url", "video_url")
+# PostgreSQL advisory lock keys (any fixed 64-bit numbers): one replica at a time creates the schema, and one
+# submission at a time counts active jobs against the limit, across every replica of the database.
+_SCHEMA_LOCK_KEY = 0x7061726C6579_01
+_ADMISSION_LOCK_KEY = 0x7061726C6579_02
 
 
 def utc_now() -> datetime:
@@ -109,6 +121,11 @@ class JobRow(Base):
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Added for several replicas; nullable so databases made before them get them by ALTER TABLE at open.
+    claimed_by: Mapped[str | None] = mapped_column(String(128), doc="the replica that claimed the job last")
+    lease_until: Mapped[datetime | None] = mapped_column(
+        doc="while in progress: until when the claim holds unless renewed; NULL: a claim anyone may take over"
+    )
 
 
 class UtteranceRow(Base):
@@ -174,6 +191,14 @@ class MemberNotFound(Exception):
     pass
 
 
+class TooManyJobs(Exception):
+    """The engine already has its limit of scheduled and in-progress jobs (the Async API answers 429)."""
+
+
+class JobLeaseLost(Exception):
+    """This replica no longer holds the job: its lease ran out and the job was scheduled again or taken over."""
+
+
 @dataclass(frozen=True)
 class NewJob:
     """What the Async API hands the store for one accepted request."""
@@ -231,7 +256,11 @@ class Store:
                 cursor.close()
 
         async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Replicas starting together would otherwise race to CREATE the same tables.
+                await connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
             await connection.run_sync(Base.metadata.create_all)
+            await connection.run_sync(_add_missing_columns)
         return cls(engine)
 
     async def close(self) -> None:
@@ -282,19 +311,37 @@ class Store:
 
     async def count_active_jobs(self) -> int:
         async with self._read() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(JobRow)
-                .where(JobRow.status.in_(ACTIVE_STATUSES), JobRow.kind.in_(PUBLIC_JOB_KINDS))
-            )
-            return int(count or 0)
+            return await self._count_active_jobs(session)
+
+    @staticmethod
+    async def _count_active_jobs(session: AsyncSession) -> int:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(JobRow)
+            .where(JobRow.status.in_(ACTIVE_STATUSES), JobRow.kind.in_(PUBLIC_JOB_KINDS))
+        )
+        return int(count or 0)
 
     async def submit_job(
-        self, job: NewJob, *, new_conversation: NewConversation | None = None, conversation_id: str | None = None
+        self,
+        job: NewJob,
+        *,
+        new_conversation: NewConversation | None = None,
+        conversation_id: str | None = None,
+        max_active_jobs: int | None = None,
     ) -> JobRow:
-        """Record a scheduled job, creating its conversation (POST) or appending to an existing one (PUT)."""
+        """Record a scheduled job, creating its conversation (POST) or appending to an existing one (PUT).
+
+        With ``max_active_jobs``, a caller's job is refused with ``TooManyJobs`` when that many are already
+        scheduled or in progress; the count and the insert are one transaction, serialized across replicas.
+        """
         now = utc_now()
         async with self._write() as session:
+            if max_active_jobs is not None and job.kind in PUBLIC_JOB_KINDS:
+                if self._engine.dialect.name == "postgresql":
+                    await session.execute(select(func.pg_advisory_xact_lock(_ADMISSION_LOCK_KEY)))
+                if await self._count_active_jobs(session) >= max_active_jobs:
+                    raise TooManyJobs(max_active_jobs)
             if new_conversation is not None:
                 conversation = ConversationRow(
                     id=new_conversation.id,
@@ -313,7 +360,8 @@ class Store:
                 session.add(conversation)
             else:
                 assert conversation_id is not None
-                found = await session.get(ConversationRow, conversation_id)
+                # Locked: two replicas appending at once must not hand out the same sequence number.
+                found = await session.get(ConversationRow, conversation_id, with_for_update=True)
                 if found is None or found.deleted:
                     raise ConversationNotFound(conversation_id)
                 conversation = found
@@ -342,49 +390,125 @@ class Store:
         async with self._read() as session:
             return await session.get(JobRow, job_id)
 
-    async def reset_in_progress_jobs(self) -> int:
-        """After a restart, jobs that were running are scheduled again (their work was not committed)."""
+    async def conversation_jobs(self, conversation_id: str) -> list[JobRow]:
+        """Every job of a conversation in the order they run (sequence), whatever their status."""
+        async with self._read() as session:
+            rows = await session.scalars(
+                select(JobRow).where(JobRow.conversation_id == conversation_id).order_by(JobRow.sequence)
+            )
+            return list(rows)
+
+    async def reschedule_abandoned_jobs(self) -> int:
+        """Schedule again the in-progress jobs whose lease ran out: their replica stopped or stalled.
+
+        Jobs of a live replica keep their lease (it renews them), so a replica starting next to others takes
+        nothing from them. A job claimed without a lease (``lease_until`` NULL) counts as abandoned.
+        """
         async with self._write() as session:
             result = await session.execute(
                 update(JobRow)
-                .where(JobRow.status == "in_progress")
-                .values(status="scheduled", started_at=None, updated_at=utc_now())
+                .where(
+                    JobRow.status == "in_progress",
+                    (JobRow.lease_until.is_(None)) | (JobRow.lease_until < utc_now()),
+                )
+                .values(status="scheduled", started_at=None, lease_until=None, claimed_by=None, updated_at=utc_now())
+                .execution_options(synchronize_session=False)
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def claim_next_job(self) -> JobRow | None:
-        """Mark the oldest runnable job in progress and return it; None when nothing can run now.
+    async def release_jobs(self, claimed_by: str) -> int:
+        """Schedule again the in-progress jobs of one replica that is stopping (their work was not committed)."""
+        async with self._write() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.status == "in_progress", JobRow.claimed_by == claimed_by)
+                .values(status="scheduled", started_at=None, lease_until=None, claimed_by=None, updated_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def renew_leases(self, claimed_by: str, job_ids: Collection[str], lease_seconds: float) -> set[str]:
+        """Extend the leases of a replica's running jobs; returns the ids among them it no longer holds.
+
+        A job is lost when its lease ran out and another replica scheduled it again or took it over; its
+        runner should stop, since the outcome it would commit is refused anyway.
+        """
+        if not job_ids:
+            return set()
+        async with self._write() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(job_ids), JobRow.status == "in_progress", JobRow.claimed_by == claimed_by)
+                .values(lease_until=utc_now() + timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+            rows = await session.execute(select(JobRow.id, JobRow.claimed_by).where(JobRow.id.in_(job_ids)))
+            owners = {job_id: owner for job_id, owner in rows}
+        # A job we finished keeps our name in claimed_by; any other owner (or none) means it was taken from us.
+        return {job_id for job_id in job_ids if owners.get(job_id) != claimed_by}
+
+    async def claim_next_job(
+        self, *, claimed_by: str | None = None, lease_seconds: float | None = None
+    ) -> JobRow | None:
+        """Mark the oldest runnable job in progress for ``claimed_by`` and return it; None when nothing can run now.
 
         Runnable: scheduled, its conversation has no job in progress, and no earlier job of its conversation is
-        still waiting, so one conversation's jobs run one at a time in submission order.
+        still waiting, so one conversation's jobs run one at a time in submission order. On PostgreSQL the
+        candidate row is locked with ``FOR UPDATE SKIP LOCKED`` (replicas claiming at once take different jobs),
+        and the claim itself is a conditional UPDATE that checks the conversation again in a fresh snapshot.
+        Without ``lease_seconds`` the claim has no lease: any replica's sweep may schedule the job again.
         """
         now = utc_now()
-        other = aliased(JobRow)
+        lease_until = None if lease_seconds is None else now + timedelta(seconds=lease_seconds)
         async with self._write() as session:
-            running = select(JobRow.conversation_id).where(JobRow.status == "in_progress").scalar_subquery()
-            earlier_waiting = exists().where(
-                other.conversation_id == JobRow.conversation_id,
-                other.status == "scheduled",
-                other.sequence < JobRow.sequence,
-            )
             candidate = await session.scalar(
                 select(JobRow)
-                .where(JobRow.status == "scheduled", JobRow.conversation_id.not_in(running), ~earlier_waiting)
+                .where(JobRow.status == "scheduled", ~_conversation_busy(JobRow))
                 .order_by(JobRow.created_at, JobRow.sequence)
                 .limit(1)
+                .with_for_update(skip_locked=True, of=JobRow)
             )
             if candidate is None:
                 return None
-            candidate.status, candidate.started_at, candidate.updated_at = "in_progress", now, now
+            claimed = await session.execute(
+                update(JobRow)
+                .where(JobRow.id == candidate.id, JobRow.status == "scheduled", ~_conversation_busy(JobRow))
+                .values(
+                    status="in_progress",
+                    claimed_by=claimed_by,
+                    lease_until=lease_until,
+                    started_at=now,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # another replica got there first; the dispatcher asks again
+            await session.refresh(candidate)
             self._enqueue_webhook(session, candidate, now)
             return candidate
 
-    async def fail_job(self, job_id: str, reason: str) -> None:
+    async def _held_job(self, session: AsyncSession, job_id: str, claimed_by: str | None) -> JobRow | None:
+        """The job, locked, if it is in progress; raises JobLeaseLost when ``claimed_by`` no longer holds it."""
+        row = await session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.status != "in_progress":
+            if claimed_by is not None and (row is None or row.claimed_by != claimed_by):
+                raise JobLeaseLost(job_id)
+            return None
+        if claimed_by is not None and row.claimed_by != claimed_by:
+            raise JobLeaseLost(job_id)
+        return row
+
+    async def fail_job(self, job_id: str, reason: str, *, claimed_by: str | None = None) -> bool:
+        """Fail a scheduled or running job; False when it had already finished or ``claimed_by`` lost it."""
         async with self._write() as session:
-            row = await session.get(JobRow, job_id)
+            row = await session.get(JobRow, job_id, with_for_update=True)
             if row is None or row.status in ("completed", "failed"):
-                return
+                return False
+            if claimed_by is not None and (row.status != "in_progress" or row.claimed_by != claimed_by):
+                return False
             self._finish(session, row, "failed", reason)
+            return True
 
     async def complete_job(
         self,
@@ -394,13 +518,17 @@ class Store:
         insights: ConversationInsights,
         analysis_options: dict[str, Any],
         end_time: datetime | None,
+        claimed_by: str | None = None,
     ) -> JobStatus:
-        """Commit a job's whole outcome at once: its utterances, the regenerated insights and the status."""
+        """Commit a job's whole outcome at once: its utterances, the regenerated insights and the status.
+
+        With ``claimed_by``, only while that replica holds the job; otherwise ``JobLeaseLost`` and nothing is written.
+        """
         async with self._write() as session:
-            row = await session.get(JobRow, job_id)
-            if row is None or row.status != "in_progress":
+            row = await self._held_job(session, job_id, claimed_by)
+            if row is None:
                 return "failed"
-            conversation = await session.get(ConversationRow, row.conversation_id)
+            conversation = await session.get(ConversationRow, row.conversation_id, with_for_update=True)
             if conversation is None or conversation.deleted:
                 self._finish(session, row, "failed", "the conversation was deleted while the job ran")
                 return "failed"
@@ -413,14 +541,19 @@ class Store:
             return "completed"
 
     async def complete_reanalysis(
-        self, job_id: str, *, utterances: Sequence[Utterance], insights: ConversationInsights
+        self,
+        job_id: str,
+        *,
+        utterances: Sequence[Utterance],
+        insights: ConversationInsights,
+        claimed_by: str | None = None,
     ) -> None:
         """Commit a maintenance job that rewrote the conversation's utterances (speaker re-attribution)."""
         async with self._write() as session:
-            row = await session.get(JobRow, job_id)
-            if row is None or row.status != "in_progress":
+            row = await self._held_job(session, job_id, claimed_by)
+            if row is None:
                 return
-            conversation = await session.get(ConversationRow, row.conversation_id)
+            conversation = await session.get(ConversationRow, row.conversation_id, with_for_update=True)
             if conversation is None or conversation.deleted:
                 self._finish(session, row, "failed", "the conversation was deleted while the job ran")
                 return
@@ -432,6 +565,7 @@ class Store:
     def _finish(self, session: AsyncSession, row: JobRow, status: JobStatus, reason: str | None) -> None:
         now = utc_now()
         row.status, row.reason, row.finished_at, row.updated_at = status, reason, now, now
+        row.lease_until = None
         self._enqueue_webhook(session, row, now)
 
     async def _append_utterances(
@@ -574,7 +708,7 @@ class Store:
     async def update_metadata(self, conversation_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
         """Merge ``metadata`` into the conversation's; returns the result."""
         async with self._write() as session:
-            row = await session.get(ConversationRow, conversation_id)
+            row = await session.get(ConversationRow, conversation_id, with_for_update=True)
             if row is None or row.deleted:
                 raise ConversationNotFound(conversation_id)
             row.meta = {**(row.meta or {}), **metadata}
@@ -583,7 +717,7 @@ class Store:
     async def delete_conversation(self, conversation_id: str) -> None:
         """Forget a conversation's content; its waiting jobs fail. The id stays reserved."""
         async with self._write() as session:
-            row = await session.get(ConversationRow, conversation_id)
+            row = await session.get(ConversationRow, conversation_id, with_for_update=True)
             if row is None or row.deleted:
                 raise ConversationNotFound(conversation_id)
             row.deleted = True
@@ -599,7 +733,7 @@ class Store:
     async def update_member(self, conversation_id: str, member_id: str, name: str | None, email: str | None) -> None:
         """Rename a member everywhere: stored insights, and the utterances future re-analysis starts from."""
         async with self._write() as session:
-            row = await session.get(ConversationRow, conversation_id)
+            row = await session.get(ConversationRow, conversation_id, with_for_update=True)
             if row is None or row.deleted:
                 raise ConversationNotFound(conversation_id)
             stored = await session.get(InsightsRow, conversation_id)
@@ -626,7 +760,7 @@ class Store:
 
     async def save_speaker_events(self, conversation_id: str, events: list[dict[str, Any]]) -> ConversationRow:
         async with self._write() as session:
-            row = await session.get(ConversationRow, conversation_id)
+            row = await session.get(ConversationRow, conversation_id, with_for_update=True)
             if row is None or row.deleted:
                 raise ConversationNotFound(conversation_id)
             row.speaker_events = events
@@ -684,6 +818,30 @@ class Store:
                 select(WebhookDeliveryRow).where(WebhookDeliveryRow.job_id == job_id).order_by(WebhookDeliveryRow.seq)
             )
             return list(rows)
+
+
+def _conversation_busy(job: type[JobRow]) -> Any:
+    """True for a job whose conversation has a job in progress or an earlier job still waiting."""
+    other = aliased(JobRow)
+    return exists().where(
+        other.conversation_id == job.conversation_id,
+        (other.status == "in_progress") | ((other.status == "scheduled") & (other.sequence < job.sequence)),
+    )
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """Add the (nullable) columns a database made by an older engine lacks; create_all adds only tables."""
+    inspector = inspect(connection)
+    quote = connection.dialect.identifier_preparer.quote
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"cannot add the required column {table.name}.{column.name} to an existing table")
+            column_type = column.type.compile(dialect=connection.dialect)
+            connection.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column_type}"))
 
 
 def rename_member(data: Any, member_id: str, name: str | None, email: str | None) -> Any:
