@@ -7,6 +7,7 @@ per job, idempotent submission, dead letters for bad commands, and recovery of p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -183,6 +184,23 @@ async def test_pending_jobs_survive_a_job_watcher_crash(pipeline: Pipeline) -> N
     insights = Counter(e["jobId"] for e in seen.get("InsightsReady", []))
     for a in accepted:
         assert insights[a["jobId"]] == 1
+    completed = Counter(e["jobId"] for e in seen.get("JobCompleted", []))
+    assert all(completed[a["jobId"]] == 1 for a in accepted), completed
+
+
+async def test_sigterm_drains_in_flight_work_without_losing_or_duplicating_it(pipeline: Pipeline) -> None:
+    topics = pipeline.topics
+    async with (
+        TopicFollower(pipeline.kafka, [topics.completions, topics.insights]) as follower,
+        httpx.AsyncClient(base_url=pipeline.ingest, timeout=30) as client,
+    ):
+        accepted = [await submit_text(client, text_body(600 + n)) for n in range(10)]
+        await asyncio.sleep(1.3)  # the first jobs are completing: insight-fetcher has work in flight
+        pipeline.restart("insight-fetcher", kill=False)  # SIGTERM: drain, commit what finished, stop
+        pipeline.restart("job-watcher", kill=False)
+        seen = await collect(follower, {a["jobId"] for a in accepted}, wait_seconds=60)
+    insights = Counter(e["jobId"] for e in seen.get("InsightsReady", []))
+    assert all(insights[a["jobId"]] == 1 for a in accepted), insights
     completed = Counter(e["jobId"] for e in seen.get("JobCompleted", []))
     assert all(completed[a["jobId"]] == 1 for a in accepted), completed
 
