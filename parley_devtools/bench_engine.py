@@ -46,8 +46,8 @@ from parley_engine.conversation import AnalysisOptions, Speaker, Utterance
 from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
 
 from parley_devtools.bench.machine import describe_machine
-from parley_devtools.bench.report import Metric, render_table, summarize
-from parley_devtools.bench.stacks import free_port
+from parley_devtools.bench.report import Metric, render_markdown, render_table, summarize, write_results
+from parley_devtools.bench.stacks import free_port, tree_rss_bytes
 from parley_devtools.eval_speech import word_error_rate
 from parley_devtools.speech_samples import VOICES, Turn, flite_available, synthesize_conversation
 
@@ -559,24 +559,13 @@ async def measure_server(
                 results["reads"] = await measure_reads(
                     client, meeting["conversationId"], size.reads_per_endpoint, size.reads_in_flight
                 )
-            results["server_rss_after_bytes"] = tree_rss(engine.pid)
+            results["server_rss_after_bytes"] = tree_rss_bytes(engine.pid)
         except BaseException:
             _say(f"the engine phase failed; its log is {engine.log_path}:\n{engine.log_tail()}")
             raise
         finally:
             engine.stop()
     return results
-
-
-def tree_rss(pid: int) -> int:
-    root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -676,30 +665,6 @@ def build_notes(results: dict[str, Any], size: BenchSize, quick: bool) -> list[s
     return notes
 
 
-def render_markdown(
-    *, command: str, started: str, wall_seconds: float, machine: dict[str, Any], metrics: list[Metric], notes: list[str]
-) -> str:
-    lines = [
-        "# Engine benchmark",
-        "",
-        f"- command: `{command}`",
-        f"- date: {started}",
-        f"- wall time: {wall_seconds:.0f} s",
-        f"- machine: nproc {machine['nproc']}, {machine['memory_gib']} GiB memory, {machine['cpu_model']}"
-        f" ({machine['os']}, Python {machine['python']})",
-        "",
-        "## Results",
-        "",
-        render_table(metrics),
-        "",
-        "## Notes",
-        "",
-        *[f"- {note}" for note in notes],
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -772,8 +737,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(render_table(metrics))
     print(f"\nwall time {wall:.0f} s")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(
+        title="Engine benchmark",
         command=command,
         started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
         wall_seconds=wall,
@@ -781,7 +746,6 @@ def main(argv: list[str] | None = None) -> None:
         metrics=metrics,
         notes=notes,
     )
-    (args.output_dir / "engine.md").write_text(markdown)
     raw = {
         "command": command,
         "date": started_at.isoformat(),
@@ -792,8 +756,8 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": [{**m.__dict__, "verdict": m.verdict} for m in metrics],
         "results": results,
     }
-    (args.output_dir / "engine.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
-    _say(f"wrote {args.output_dir / 'engine.md'} and {args.output_dir / 'engine.json'}")
+    page, data = write_results(args.output_dir, "engine", markdown, raw)
+    _say(f"wrote {page} and {data}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import json
 import logging
 import multiprocessing
 import os
@@ -49,7 +48,14 @@ from parley_shared.settings import KafkaSettings
 from parley_cli.local_kafka import LocalKafka
 from parley_devtools.bench.machine import describe_machine
 from parley_devtools.bench.observing import DoubleApi, InsightsArrivals, text_body, wait_like_the_sdk
-from parley_devtools.bench.report import Metric, percentile, render_markdown, render_table, summarize
+from parley_devtools.bench.report import (
+    Metric,
+    percentile,
+    render_markdown,
+    render_table,
+    summarize,
+    write_results,
+)
 from parley_devtools.bench.stacks import (
     BenchStack,
     new_stack,
@@ -648,17 +654,16 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(render_cpus(results))
     print(f"\nwall time {wall:.0f} s")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(
+        title="Pipeline benchmark",
         command=command,
         started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
         wall_seconds=wall,
         machine=machine,
         metrics=metrics,
         notes=notes,
-        cpu_table=render_cpus(results),
+        sections=[("CPU during the sustained-rate phase", render_cpus(results))],
     )
-    (args.output_dir / "pipeline.md").write_text(markdown)
     raw = {
         "command": command,
         "date": started_at.isoformat(),
@@ -669,8 +674,8 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": [{**m.__dict__, "verdict": m.verdict} for m in metrics],
         "results": results,
     }
-    (args.output_dir / "pipeline.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
-    _say(f"wrote {args.output_dir / 'pipeline.md'} and {args.output_dir / 'pipeline.json'}")
+    page, data = write_results(args.output_dir, "pipeline", markdown, raw)
+    _say(f"wrote {page} and {data}")
 
 
 if __name__ == "__main__":

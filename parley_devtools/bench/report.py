@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -50,16 +52,18 @@ def render_table(metrics: list[Metric]) -> str:
 
 def render_markdown(
     *,
+    title: str,
     command: str,
     started: str,
     wall_seconds: float,
     machine: dict[str, Any],
     metrics: list[Metric],
     notes: list[str],
-    cpu_table: str,
+    sections: list[tuple[str, str]] | None = None,
 ) -> str:
-    header = [
-        "# Pipeline benchmark",
+    """A benchmark's results page: how it was run, on what, the table, any extra sections, then notes."""
+    lines = [
+        f"# {title}",
         "",
         f"- command: `{command}`",
         f"- date: {started}",
@@ -72,8 +76,18 @@ def render_markdown(
         render_table(metrics),
         "",
     ]
-    if cpu_table:
-        header += ["## CPU during the sustained-rate phase", "", cpu_table, ""]
+    for heading, body in sections or []:
+        if body:
+            lines += [f"## {heading}", "", body, ""]
     if notes:
-        header += ["## Notes", "", *[f"- {note}" for note in notes], ""]
-    return "\n".join(header)
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    return "\n".join(lines)
+
+
+def write_results(output_dir: Path, stem: str, markdown: str, raw: dict[str, Any]) -> tuple[Path, Path]:
+    """``<stem>.md`` for people and ``<stem>.json`` with the raw numbers."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    page, data = output_dir / f"{stem}.md", output_dir / f"{stem}.json"
+    page.write_text(markdown)
+    data.write_text(json.dumps(raw, indent=2, default=str) + "\n")
+    return page, data
