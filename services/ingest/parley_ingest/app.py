@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
-from parley_shared.events import JobSubmitted
+from parley_shared.events import DeadLetter, JobSubmitted
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
@@ -84,6 +84,11 @@ def create_app(
     jobs_publisher = broker.publisher(
         topics.jobs,
         description="JobSubmitted, keyed by conversationId: a provider job for job-watcher to watch",
+        schema=JobSubmitted,
+    )
+    # Written by the transactional publisher; declared here so the AsyncAPI document shows it.
+    broker.publisher(
+        topics.dead_letters, description="ProcessRequested commands that cannot be handled", schema=DeadLetter
     )
 
     async def publish_submitted(submitted: JobSubmitted) -> None:

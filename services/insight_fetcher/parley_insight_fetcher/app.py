@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
+from parley_shared.events import DeadLetter, InsightsReady
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
@@ -70,10 +71,13 @@ def create_app(
     async def on_completion(msg: KafkaMessage) -> None:
         await step(msg)
 
+    # Written by the transactional publisher; declared here so the AsyncAPI document shows them.
     broker.publisher(
         topics.insights,
         description="InsightsReady, keyed by conversationId; compacted, so the latest bundle per conversation stays",
+        schema=InsightsReady,
     )
+    broker.publisher(topics.dead_letters, description="completions that cannot be handled", schema=DeadLetter)
 
     def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
         return running_service(settings, broker=broker, provider=provider, publisher=transactional)

@@ -23,7 +23,14 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
-from parley_shared.events import JobResolved, JobSubmitted, jobs_topic_adapter
+from parley_shared.events import (
+    DeadLetter,
+    JobCompleted,
+    JobFailed,
+    JobResolved,
+    JobSubmitted,
+    jobs_topic_adapter,
+)
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
@@ -138,6 +145,19 @@ def create_app(
                 watch.on_submitted(event, record.partition, record.offset)
             elif isinstance(event, JobResolved):
                 watch.on_resolved(event, record.partition, record.offset)
+
+    # Written by the transactional publisher; declared here so the AsyncAPI document shows them.
+    broker.publisher(
+        topics.completions,
+        description="exactly one JobCompleted or JobFailed per jobId, keyed by conversationId",
+        schema=JobCompleted | JobFailed,
+    )
+    broker.publisher(
+        topics.jobs,
+        description="JobResolved: job-watcher's marker that a job's outcome is published (same transaction)",
+        schema=JobResolved,
+    )
+    broker.publisher(topics.dead_letters, description="jobs-topic records that cannot be read", schema=DeadLetter)
 
     def jobs_consumer() -> Any:
         # The subscriber's aiokafka consumer exists once the broker has started.

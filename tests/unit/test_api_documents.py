@@ -1,0 +1,67 @@
+"""The committed API documents (docs/api/) match the code: CI fails here when a route, topic or model drifts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from parley_devtools.api_documents import DOCUMENTS_DIR, main, render_documents, stale_documents
+
+
+def test_the_committed_documents_match_the_code() -> None:
+    stale = stale_documents(DOCUMENTS_DIR)
+
+    assert stale == [], (
+        f"docs/api is out of date for {stale}: run `.venv/bin/python -m parley_devtools.api_documents` and commit"
+    )
+
+
+def test_every_service_has_its_documents_and_they_parse() -> None:
+    documents = render_documents()
+
+    assert set(documents) == {
+        "asyncapi-ingest.yaml",
+        "asyncapi-job-watcher.yaml",
+        "asyncapi-insight-fetcher.yaml",
+        "openapi-ingest.json",
+        "openapi-job-watcher.json",
+        "openapi-insight-fetcher.json",
+        "openapi-engine.json",
+    }
+    ingest_topics = yaml.safe_load(documents["asyncapi-ingest.yaml"])
+    assert ingest_topics["info"]["title"] == "Parley ingest"
+    assert {channel["address"] for channel in ingest_topics["channels"].values()} == {
+        "parley.requests",
+        "parley.jobs",
+        "parley.dead-letters",
+    }
+    watcher_topics = yaml.safe_load(documents["asyncapi-job-watcher.yaml"])
+    assert {"JobCompleted", "JobFailed", "JobResolved", "DeadLetter"} <= set(watcher_topics["components"]["schemas"])
+    ingest_http = json.loads(documents["openapi-ingest.json"])
+    assert "/v1/process/text" in ingest_http["paths"]
+    engine_http = json.loads(documents["openapi-engine.json"])
+    assert "/v1/job/{jobId}" in engine_http["paths"]
+
+
+def test_the_environment_does_not_leak_into_the_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = render_documents()
+    monkeypatch.setenv("PARLEY_TOPICS__JOBS", "somebody.elses.jobs")
+    monkeypatch.setenv("PARLEY_KAFKA_BOOTSTRAP_SERVERS", "kafka.example:9093")
+    monkeypatch.setenv("PARLEY_ENGINE_FAULTS_ENABLED", "true")
+
+    assert render_documents() == expected
+
+
+def test_the_check_names_a_changed_and_a_missing_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dir", str(tmp_path)]) == 0
+    assert main(["--check", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "openapi-engine.json").write_text("{}\n", encoding="utf-8")
+    (tmp_path / "asyncapi-ingest.yaml").unlink()
+    capsys.readouterr()
+
+    assert main(["--check", "--dir", str(tmp_path)]) == 1
+    assert stale_documents(tmp_path) == ["asyncapi-ingest.yaml", "openapi-engine.json"]
+    assert "asyncapi-ingest.yaml, openapi-engine.json" in capsys.readouterr().err
