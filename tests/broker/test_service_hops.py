@@ -7,6 +7,7 @@ on the real broker the service's transactional producer commits outputs and offs
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -160,10 +161,16 @@ async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, req
     )
     async def jobs_seen(body: dict[str, Any]) -> None: ...
 
+    letters_arrived: list[dict[str, Any]] = []
+    both_letters = asyncio.Event()
+
     @broker.subscriber(
         settings.topics.dead_letters, group_id=group, auto_offset_reset="earliest", isolation_level="read_committed"
     )
-    async def letters_seen(body: dict[str, Any]) -> None: ...
+    async def letters_seen(body: dict[str, Any]) -> None:
+        letters_arrived.append(body)
+        if len(letters_arrived) >= 2:
+            both_letters.set()
 
     good = ProcessRequested(request_id="req-good", kind=MediaKind.TEXT, messages=[{"payload": {"content": "hello"}}])  # type: ignore[list-item]
     refused = ProcessRequested(
@@ -178,10 +185,8 @@ async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, req
             await test_broker.publish(refused.to_wire(), settings.topics.requests, key=b"req-refused")
             await test_broker.publish(garbage, settings.topics.requests, key=b"garbage")
             await jobs_seen.wait_call(timeout=20)
-            for _ in range(40):
-                if letters_seen.mock.call_count >= 2:
-                    break
-                await letters_seen.wait_call(timeout=1)
+            # wait_call returns at once after a first call; wait (bounded) for both dead letters instead.
+            await asyncio.wait_for(both_letters.wait(), timeout=30)
         finally:
             await holder["publisher"].stop()
         submitted = [call.args[0] for call in jobs_seen.mock.call_args_list]
