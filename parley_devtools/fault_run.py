@@ -234,20 +234,10 @@ def start_faulty_pipeline(work_dir: Path, run_id: str, seed: int) -> FaultyPipel
         LocalKafkaSettings(port=free_port(), controller_port=free_port(), data_dir=work_dir / "kafka", heap="768m")
     )
     kafka.start(stop_with_parent=True)
-    topics = TopicNames(
-        requests=f"faults-{run_id}.requests",
-        jobs=f"faults-{run_id}.jobs",
-        completions=f"faults-{run_id}.completions",
-        insights=f"faults-{run_id}.insights",
-        dead_letters=f"faults-{run_id}.dead-letters",
-    )
+    topics = TopicNames.prefixed(f"faults-{run_id}")
     env = {
         "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "PARLEY_TOPICS__REQUESTS": topics.requests,
-        "PARLEY_TOPICS__JOBS": topics.jobs,
-        "PARLEY_TOPICS__COMPLETIONS": topics.completions,
-        "PARLEY_TOPICS__INSIGHTS": topics.insights,
-        "PARLEY_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        **topics.as_env(),
         "PARLEY_KAFKA__TOPIC_PARTITIONS": "3",
         "PARLEY_LOG_LEVEL": "INFO",
         "PARLEY_INSTANCE_ID": f"faults-{run_id}",

@@ -71,20 +71,10 @@ class BenchStack:
 
 
 def new_stack(name: str, run_id: str, bootstrap: str, *, partitions: int, log_root: Path) -> BenchStack:
-    topics = TopicNames(
-        requests=f"bench-{run_id}-{name}.requests",
-        jobs=f"bench-{run_id}-{name}.jobs",
-        completions=f"bench-{run_id}-{name}.completions",
-        insights=f"bench-{run_id}-{name}.insights",
-        dead_letters=f"bench-{run_id}-{name}.dead-letters",
-    )
+    topics = TopicNames.prefixed(f"bench-{run_id}-{name}")
     env = {
         "PARLEY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "PARLEY_TOPICS__REQUESTS": topics.requests,
-        "PARLEY_TOPICS__JOBS": topics.jobs,
-        "PARLEY_TOPICS__COMPLETIONS": topics.completions,
-        "PARLEY_TOPICS__INSIGHTS": topics.insights,
-        "PARLEY_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        **topics.as_env(),
         "PARLEY_KAFKA__TOPIC_PARTITIONS": str(partitions),
         "PARLEY_LOG_LEVEL": "WARNING",
         "PARLEY_INSTANCE_ID": f"bench-{run_id}-{name}",

@@ -25,6 +25,21 @@ class TopicNames(BaseModel):
     insights: str = Field("parley.insights", description="InsightsReady bundles (compacted)")
     dead_letters: str = Field("parley.dead-letters", description="records no service could handle")
 
+    @classmethod
+    def prefixed(cls, prefix: str) -> TopicNames:
+        """A set of its own (``<prefix>.requests`` …), for tests and benchmarks sharing one broker."""
+        return cls(
+            requests=f"{prefix}.requests",
+            jobs=f"{prefix}.jobs",
+            completions=f"{prefix}.completions",
+            insights=f"{prefix}.insights",
+            dead_letters=f"{prefix}.dead-letters",
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The ``PARLEY_TOPICS__*`` variables that make a service use these names."""
+        return {f"PARLEY_TOPICS__{name.upper()}": topic for name, topic in self.model_dump().items()}
+
 
 class KafkaSettings(BaseModel):
     """How to reach Kafka, including SASL/SSL for managed clusters."""

@@ -119,13 +119,7 @@ def settings_for(kafka: SecuredKafka, protocol: str, mechanism: str | None, user
 
 def unique_topics() -> TopicNames:
     run = uuid.uuid4().hex[:8]
-    return TopicNames(
-        requests=f"sec-{run}.requests",
-        jobs=f"sec-{run}.jobs",
-        completions=f"sec-{run}.completions",
-        insights=f"sec-{run}.insights",
-        dead_letters=f"sec-{run}.dead-letters",
-    )
+    return TopicNames.prefixed(f"sec-{run}")
 
 
 async def read_records(consumer: AIOKafkaConsumer, count: int) -> list[ConsumerRecord[bytes, bytes]]:

@@ -34,13 +34,7 @@ IN_MEMORY = pytest.param(False, id="in-memory")
 
 def unique_topics() -> TopicNames:
     run = uuid.uuid4().hex[:8]
-    return TopicNames(
-        requests=f"hop-{run}.requests",
-        jobs=f"hop-{run}.jobs",
-        completions=f"hop-{run}.completions",
-        insights=f"hop-{run}.insights",
-        dead_letters=f"hop-{run}.dead-letters",
-    )
+    return TopicNames.prefixed(f"hop-{run}")
 
 
 class FakeSymbl:
@@ -70,6 +64,19 @@ class FakeSymbl:
         return ProviderClient(ProviderSettings(url="http://symbl.test"), transport=httpx.MockTransport(self.handler))
 
 
+class LatePublisher:
+    """Stands in for the service's publisher until the test has started the real one (inside the test broker)."""
+
+    target: AtomicPublisher
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, records: Any, **kwargs: Any) -> None:
+        await self.target.publish(records, **kwargs)
+
+
 def settings_for(cls: Callable[..., ParleySettings], request: pytest.FixtureRequest, real: bool) -> Any:
     bootstrap = request.getfixturevalue("kafka_bootstrap") if real else "127.0.0.1:9"
     return cls(kafka_bootstrap_servers=bootstrap, topics=unique_topics(), instance_id=f"hop-{uuid.uuid4().hex[:6]}")
@@ -88,15 +95,8 @@ async def started_publisher(settings: Any, broker: Any, real: bool) -> AtomicPub
 async def test_insight_fetcher_turns_a_completion_into_insights(real: bool, request: pytest.FixtureRequest) -> None:
     settings: InsightFetcherSettings = settings_for(InsightFetcherSettings, request, real)
     symbl = FakeSymbl()
-    holder: dict[str, AtomicPublisher] = {}
-
-    class LatePublisher:
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        async def publish(self, records: Any, **kwargs: Any) -> None:
-            await holder["publisher"].publish(records, **kwargs)
-
-    app = create_fetcher(settings, publisher=LatePublisher(), provider=symbl.client())
+    late = LatePublisher()
+    app = create_fetcher(settings, publisher=late, provider=symbl.client())
     broker = app.state.broker
 
     @broker.subscriber(
@@ -122,13 +122,13 @@ async def test_insight_fetcher_turns_a_completion_into_insights(real: bool, requ
         reason="scripted",
     )
     async with TestKafkaBroker(broker, with_real=real) as test_broker:
-        holder["publisher"] = await started_publisher(settings, broker, real)
+        late.target = await started_publisher(settings, broker, real)
         try:
             await test_broker.publish(failed.to_wire(), settings.topics.completions, key=b"5815170693595137")
             await test_broker.publish(completed.to_wire(), settings.topics.completions, key=b"5815170693595136")
             await insights_seen.wait_call(timeout=20)
         finally:
-            await holder["publisher"].stop()
+            await late.target.stop()
         # The mock lives only while the test broker does.
         event = insights_seen.mock.call_args.args[0]
         calls = insights_seen.mock.call_count
@@ -144,15 +144,8 @@ async def test_insight_fetcher_turns_a_completion_into_insights(real: bool, requ
 async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, request: pytest.FixtureRequest) -> None:
     settings: IngestSettings = settings_for(IngestSettings, request, real)
     symbl = FakeSymbl()
-    holder: dict[str, AtomicPublisher] = {}
-
-    class LatePublisher:
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        async def publish(self, records: Any, **kwargs: Any) -> None:
-            await holder["publisher"].publish(records, **kwargs)
-
-    app = create_ingest(settings, publisher=LatePublisher(), provider=symbl.client())
+    late = LatePublisher()
+    app = create_ingest(settings, publisher=late, provider=symbl.client())
     broker = app.state.broker
     group = f"check-{uuid.uuid4()}"
 
@@ -178,7 +171,7 @@ async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, req
     )  # type: ignore[list-item]
     garbage = b"\xff not json"
     async with TestKafkaBroker(broker, with_real=real) as test_broker:
-        holder["publisher"] = await started_publisher(settings, broker, real)
+        late.target = await started_publisher(settings, broker, real)
         try:
             await test_broker.publish(good.to_wire(), settings.topics.requests, key=b"req-good")
             await test_broker.publish(good.to_wire(), settings.topics.requests, key=b"req-good")
@@ -188,7 +181,7 @@ async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, req
             # wait_call returns at once after a first call; wait (bounded) for both dead letters instead.
             await asyncio.wait_for(both_letters.wait(), timeout=30)
         finally:
-            await holder["publisher"].stop()
+            await late.target.stop()
         submitted = [call.args[0] for call in jobs_seen.mock.call_args_list]
         dead = [call.args[0] for call in letters_seen.mock.call_args_list]
 

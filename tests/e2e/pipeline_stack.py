@@ -50,20 +50,10 @@ class Pipeline:
 def running_pipeline(kafka_bootstrap: str, log_dir: Path, *, provider: str = "provider-double") -> Iterator[Pipeline]:
     """``provider`` is "provider-double" (scripted, with a call log) or "engine" (Parley's real engine)."""
     run = uuid.uuid4().hex[:8]
-    topics = TopicNames(
-        requests=f"e2e-{run}.requests",
-        jobs=f"e2e-{run}.jobs",
-        completions=f"e2e-{run}.completions",
-        insights=f"e2e-{run}.insights",
-        dead_letters=f"e2e-{run}.dead-letters",
-    )
+    topics = TopicNames.prefixed(f"e2e-{run}")
     env = {
         "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "PARLEY_TOPICS__REQUESTS": topics.requests,
-        "PARLEY_TOPICS__JOBS": topics.jobs,
-        "PARLEY_TOPICS__COMPLETIONS": topics.completions,
-        "PARLEY_TOPICS__INSIGHTS": topics.insights,
-        "PARLEY_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        **topics.as_env(),
         "PARLEY_KAFKA__TOPIC_PARTITIONS": "3",
         "PARLEY_LOG_LEVEL": "INFO",
         "PARLEY_POLL_INITIAL_SECONDS": "0.5",
