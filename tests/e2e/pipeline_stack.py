@@ -47,22 +47,28 @@ class Pipeline:
 
 
 @contextmanager
-def running_pipeline(kafka_bootstrap: str, log_dir: Path, *, provider: str = "provider-double") -> Iterator[Pipeline]:
-    """``provider`` is "provider-double" (scripted, with a call log) or "engine" (Parley's real engine)."""
+def running_pipeline(
+    kafka_bootstrap: str, log_dir: Path, *, provider: str = "provider-double", env: dict[str, str] | None = None
+) -> Iterator[Pipeline]:
+    """``provider`` is "provider-double" (scripted, with a call log) or "engine" (Parley's real engine).
+
+    ``env`` adds settings for every process (the provider's too), such as ``OTEL_*`` variables.
+    """
     run = uuid.uuid4().hex[:8]
     topics = TopicNames.prefixed(f"e2e-{run}")
-    env = {
+    common_env = {
         "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         **topics.as_env(),
         "PARLEY_KAFKA__TOPIC_PARTITIONS": "3",
         "PARLEY_LOG_LEVEL": "INFO",
         "PARLEY_POLL_INITIAL_SECONDS": "0.5",
         "PARLEY_INSTANCE_ID": f"e2e-{run}",
+        **(env or {}),
     }
     if provider == "engine":
         # The engine signs its webhooks and job-watcher refuses any it cannot verify.
-        env["PARLEY_WEBHOOK_SECRET"] = secrets.token_hex(16)
-    stack = LocalStack(log_dir=log_dir, env=env)
+        common_env["PARLEY_WEBHOOK_SECRET"] = secrets.token_hex(16)
+    stack = LocalStack(log_dir=log_dir, env=common_env)
     try:
         if provider == "engine":
             api = stack.start(
