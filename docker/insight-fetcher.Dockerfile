@@ -24,8 +24,6 @@ COPY services/insight_fetcher/pyproject.toml services/insight_fetcher/
 COPY services/engine/pyproject.toml services/engine/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package parley-insight-fetcher --no-install-workspace
-# KNOWN GAP: parley-insight-fetcher's locked dependencies lack fastapi and uvicorn (its app and parley_shared import
-# fastapi), so this image cannot start until they are declared; tests/unit/test_compose.py tracks it.
 # Then this service and the shared package, installed non-editable so the final stage needs only the venv.
 COPY shared/parley_shared shared/parley_shared
 COPY services/insight_fetcher/parley_insight_fetcher services/insight_fetcher/parley_insight_fetcher

@@ -108,7 +108,15 @@ def run(service: Annotated[Service, typer.Argument(help="the service to run in t
         )
     # uvicorn's own grace period must outlast the broker's drain of in-flight batches.
     grace = int(ParleySettings().shutdown_grace_seconds) + 5
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=grace)
+    # log_config=None: create_app routed every logger, uvicorn's too, through Parley's structured handler.
+    uvicorn.run(
+        asgi,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=grace,
+    )
 
 
 def _submission_request(path: Path) -> tuple[str, dict[str, str], Any]:

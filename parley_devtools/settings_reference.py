@@ -21,12 +21,14 @@ def _services() -> list[tuple[str, type[BaseSettings]]]:
     from parley_ingest.settings import IngestSettings
     from parley_insight_fetcher.settings import InsightFetcherSettings
     from parley_job_watcher.settings import JobWatcherSettings
+    from parley_shared.tracing import OtelSettings
 
     return [
         ("ingest", IngestSettings),
         ("job-watcher", JobWatcherSettings),
         ("insight-fetcher", InsightFetcherSettings),
         ("engine", EngineSettings),
+        ("tracing (every service and the engine; the standard OpenTelemetry variables)", OtelSettings),
     ]
 
 

@@ -12,9 +12,16 @@ from faststream.kafka import KafkaBroker
 
 from parley_shared.kafka.publishing import AtomicPublisher, TransactionalPublisher
 from parley_shared.kafka.topics import ensure_topics
-from parley_shared.logs import configure_logging
+from parley_shared.logs import LogFormat, configure_logging
 from parley_shared.provider import ProviderClient
 from parley_shared.settings import ParleySettings
+from parley_shared.tracing import configure_tracing, flush_traces
+
+
+def configure_observability(service: str, *, log_level: str, log_format: LogFormat) -> None:
+    """Structured logs and tracing for this process, before anything logs: called first by each composition root."""
+    configure_logging(log_level, log_format)
+    configure_tracing(service)
 
 
 def transactional_publisher(settings: ParleySettings, service: str, instance_id: str) -> TransactionalPublisher:
@@ -38,7 +45,6 @@ async def running_service(
 
     Shutdown goes the other way, so nothing is consumed that could no longer be published.
     """
-    configure_logging(settings.log_level)
     await ensure_topics(settings.kafka, settings.topics)
     if prepare is not None:
         await prepare()
@@ -57,3 +63,4 @@ async def running_service(
                 with contextlib.suppress(Exception):
                     await before_stop()
             await publisher.stop()
+            flush_traces()

@@ -99,6 +99,9 @@ class ParleySettings(BaseSettings):
     app_id: str | None = Field(None, description="shorthand for provider.app_id")
     app_secret: SecretStr | None = Field(None, description="shorthand for provider.app_secret")
     log_level: str = Field("INFO", description="log level of the service")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json lines, or aligned text for people; auto picks text when stderr is a terminal"
+    )
     shutdown_grace_seconds: float = Field(
         15.0, gt=0, description="on SIGTERM, how long in-flight batches may finish before the service stops"
     )

@@ -360,7 +360,8 @@ def test_pipeline_services_reach_kafka_and_the_engine_by_their_compose_names(com
             assert server in advertised, f"{name} bootstraps from {server}, which Kafka does not advertise"
             assert server.partition(":")[0] in services
         assert environment["PARLEY_API_URL"] == engine_url.geturl()
-        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        # Off unless asked: without the observability profile there is no collector to export to.
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
     assert (engine_url.hostname, engine_url.port) == ("engine", default_port(EngineSettings))
     for setting in (
         "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
@@ -397,6 +398,10 @@ def test_observability_is_an_optional_profile(compose: dict[str, Any]) -> None:
     assert profiled == {"otel-collector", "jaeger"}
     for mount in services["otel-collector"]["volumes"]:
         assert (REPO / str(mount).split(":")[0]).is_file()
+    # Parley exports OTLP over HTTP, so the collector must take it on 4318, the port the docs tell users to set.
+    config = yaml.safe_load((REPO / "docker" / "otel-collector.yaml").read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318" in (REPO / "docker" / "README.md").read_text()
 
 
 # --- the Dockerfiles -------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uvicorn
-from parley_shared.logs import configure_logging
 
 from parley_engine.app import create_app
 from parley_engine.settings import EngineSettings
@@ -11,12 +10,12 @@ from parley_engine.settings import EngineSettings
 
 def serve(settings: EngineSettings | None = None) -> None:
     settings = settings or EngineSettings()
-    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # create_app routed every logger, uvicorn's too, through Parley's structured handler
         # Uploads are streamed to disk by the app; uvicorn must not cap or buffer them.
         timeout_keep_alive=30,
     )

@@ -13,6 +13,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from parley_shared.http_errors import install_error_handlers
+from parley_shared.metrics import ENGINE_ACTIVE_JOBS, serve_metrics
+from parley_shared.service import configure_observability
+from parley_shared.tracing import flush_traces, trace_http_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley_engine.async_api import build_async_router, build_job_router
@@ -55,6 +58,7 @@ def create_app(
     fault_settings: FaultSettings | None = None,
 ) -> FastAPI:
     settings = settings or EngineSettings()
+    configure_observability("engine", log_level=settings.log_level, log_format=settings.log_format)
     # Fault injection for resilience runs (parley_engine.faults); None unless PARLEY_ENGINE_FAULTS_ENABLED=true.
     fault_settings = fault_settings or FaultSettings()
     fault_mode = FaultMode(fault_settings) if fault_settings.enabled else None
@@ -84,6 +88,7 @@ def create_app(
             await sender.stop()
             workers.close()
             await store.close()
+            flush_traces()
 
     app = FastAPI(
         title="Parley engine",
@@ -91,6 +96,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    trace_http_app(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -120,4 +126,10 @@ def create_app(
     app.include_router(build_conversations_router())
     if fault_mode is not None:  # fault injection: middleware and GET /_faults/log
         fault_mode.install(app, settings.resolved_database_url)
+
+    async def count_active_jobs() -> None:
+        if (store := getattr(app.state, "store", None)) is not None:
+            ENGINE_ACTIVE_JOBS.labels(service="engine").set(await store.count_active_jobs())
+
+    serve_metrics(app, "engine", before_scrape=[count_active_jobs])
     return app

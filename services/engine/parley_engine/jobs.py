@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from parley_shared.metrics import engine_job_ended
 from parley_shared.url_safety import UnfetchableUrl, stream_checked_url
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Speaker, Utterance
@@ -342,7 +343,10 @@ class JobRunner:
                     path.unlink(missing_ok=True)
 
     async def _fail(self, job: JobRow, reason: str) -> bool:
-        return await self._store.fail_job(job.id, reason, claimed_by=self.replica_id)
+        failed = await self._store.fail_job(job.id, reason, claimed_by=self.replica_id)
+        if failed:
+            engine_job_ended("failed")
+        return failed
 
     def _media_paths(self, job: JobRow) -> list[Path]:
         paths = [Path(job.input_path)] if job.input_path else []
@@ -371,7 +375,7 @@ class JobRunner:
             conversation_id=conversation.id,
             conversation_start=conversation.start_time,
         )
-        await self._store.complete_job(
+        outcome = await self._store.complete_job(
             job.id,
             new_utterances=new,
             insights=insights,
@@ -379,6 +383,7 @@ class JobRunner:
             end_time=conversation_end(conversation, everything),
             claimed_by=self.replica_id,
         )
+        engine_job_ended(outcome)
 
     async def _reattribute_speakers(self, job: JobRow) -> None:
         conversation = await self._store.conversation(job.conversation_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
 from pydantic import Field, SecretStr, model_validator
@@ -60,6 +61,9 @@ class EngineSettings(BaseSettings):
         30.0, gt=0, description="how long a replica's claim on a running job lasts unless renewed"
     )
     log_level: str = Field("INFO", description="log level of the engine")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json lines, or aligned text for people; auto picks text when stderr is a terminal"
+    )
 
     @model_validator(mode="after")
     def _fill_database_url(self) -> EngineSettings:

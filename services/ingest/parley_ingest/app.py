@@ -23,8 +23,10 @@ from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep
 from parley_shared.kafka.history import read_since
 from parley_shared.kafka.publishing import AtomicPublisher
+from parley_shared.metrics import provider_error_counter, serve_metrics
 from parley_shared.provider import ProviderClient
-from parley_shared.service import running_service, transactional_publisher
+from parley_shared.service import configure_observability, running_service, transactional_publisher
+from parley_shared.tracing import trace_http_app
 
 from parley_ingest.commands import handle_process_requested, submitted_record
 from parley_ingest.http_api import build_router
@@ -44,13 +46,14 @@ def create_app(
 ) -> FastAPI:
     """Build the service. ``publisher`` replaces the transactional producer in in-memory broker tests."""
     settings = settings or IngestSettings()
+    configure_observability(SERVICE, log_level=settings.log_level, log_format=settings.log_format)
     topics = settings.topics
     broker = make_broker(
         settings.kafka,
         client_id=f"parley-ingest-{settings.instance_id}",
         graceful_timeout=settings.shutdown_grace_seconds,
     )
-    provider = provider or ProviderClient(settings.provider)
+    provider = provider or ProviderClient(settings.provider, on_response=provider_error_counter(SERVICE))
     ledger = RequestLedger()
     submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
     transactional = publisher or transactional_publisher(settings, "ingest", settings.instance_id)
@@ -106,11 +109,16 @@ def create_app(
 
     def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
         return running_service(
-            settings, broker=broker, provider=provider, publisher=transactional, prepare=remember_recent_submissions
+            settings,
+            broker=broker,
+            provider=provider,
+            publisher=transactional,
+            prepare=remember_recent_submissions,
         )
 
     app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    trace_http_app(app)
     app.include_router(
         build_router(
             submitter,
@@ -120,6 +128,7 @@ def create_app(
         )
     )
     app.include_router(health_router(broker, SERVICE, progress=progress, consumer=lambda: requests_subscriber.consumer))
+    serve_metrics(app, SERVICE, consumer=lambda: requests_subscriber.consumer)
     app.state.broker = broker
     app.state.settings = settings
     return app

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 
 from parley_shared.events import JobSubmitted, MediaKind, ProcessRequested
+from parley_shared.logs import bind_ids
+from parley_shared.metrics import counted_submission
 from parley_shared.provider import ProcessResponse, ProviderClient
 
 from parley_ingest.ledger import RequestLedger
+
+logger = logging.getLogger("parley.ingest")
 
 
 class Submitter:
@@ -48,7 +53,7 @@ class Submitter:
                 )
             return self._submitted(request.request_id, request.kind, accepted)
 
-        return await self._ledger.once(request.request_id, call_provider)
+        return await self._once(request.request_id, call_provider)
 
     async def submit_file(
         self,
@@ -74,4 +79,15 @@ class Submitter:
             )
             return self._submitted(request_id, kind, accepted)
 
-        return await self._ledger.once(request_id, call_provider)
+        return await self._once(request_id, call_provider)
+
+    async def _once(
+        self, request_id: str, call_provider: Callable[[], Awaitable[JobSubmitted]]
+    ) -> tuple[JobSubmitted, bool]:
+        """Call the provider unless this requestId was submitted already; name the work on logs and the span."""
+        bind_ids(request_id=request_id)
+        submitted, created = await counted_submission(self._ledger.once(request_id, call_provider))
+        bind_ids(conversation_id=submitted.conversation_id, job_id=submitted.job_id)
+        if created:
+            logger.info("submitted to the provider (%s)", submitted.kind.value)
+        return submitted, created

@@ -20,8 +20,9 @@ from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
 from parley_shared.kafka.publishing import AtomicPublisher
+from parley_shared.metrics import provider_error_counter, serve_metrics
 from parley_shared.provider import ProviderClient
-from parley_shared.service import running_service, transactional_publisher
+from parley_shared.service import configure_observability, running_service, transactional_publisher
 
 from parley_insight_fetcher.fetching import handle_completion
 from parley_insight_fetcher.settings import InsightFetcherSettings
@@ -36,13 +37,14 @@ def create_app(
     provider: ProviderClient | None = None,
 ) -> FastAPI:
     settings = settings or InsightFetcherSettings()
+    configure_observability(SERVICE, log_level=settings.log_level, log_format=settings.log_format)
     topics = settings.topics
     broker = make_broker(
         settings.kafka,
         client_id=f"parley-insight-fetcher-{settings.instance_id}",
         graceful_timeout=settings.shutdown_grace_seconds,
     )
-    provider = provider or ProviderClient(settings.provider)
+    provider = provider or ProviderClient(settings.provider, on_response=provider_error_counter(SERVICE))
     transactional = publisher or transactional_publisher(settings, "insight-fetcher", settings.instance_id)
     progress = ConsumerProgress(settings.consumer_stall_seconds)
     step = ConsumeProduceStep(
@@ -86,5 +88,6 @@ def create_app(
     app.include_router(
         health_router(broker, SERVICE, progress=progress, consumer=lambda: completions_subscriber.consumer)
     )
+    serve_metrics(app, SERVICE, consumer=lambda: completions_subscriber.consumer)
     app.state.broker = broker
     return app

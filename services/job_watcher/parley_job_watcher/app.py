@@ -36,8 +36,10 @@ from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.dead_letters import dead_letter_from_record
 from parley_shared.kafka.publishing import AtomicPublisher
+from parley_shared.metrics import PENDING_JOBS, provider_error_counter, serve_metrics
 from parley_shared.provider import ProviderClient
-from parley_shared.service import running_service, transactional_publisher
+from parley_shared.service import configure_observability, running_service, transactional_publisher
+from parley_shared.tracing import record_trace_parent, trace_http_app
 from parley_shared.validation import describe_validation_error
 from pydantic import ValidationError
 
@@ -84,13 +86,14 @@ def create_app(
     provider: ProviderClient | None = None,
 ) -> FastAPI:
     settings = settings or JobWatcherSettings()
+    configure_observability(SERVICE, log_level=settings.log_level, log_format=settings.log_format)
     topics = settings.topics
     broker = make_broker(
         settings.kafka,
         client_id=f"parley-job-watcher-{settings.instance_id}",
         graceful_timeout=settings.shutdown_grace_seconds,
     )
-    provider = provider or ProviderClient(settings.provider)
+    provider = provider or ProviderClient(settings.provider, on_response=provider_error_counter(SERVICE))
     transactional = publisher or transactional_publisher(settings, "job-watcher", settings.instance_id)
     policy = PollPolicy(
         initial_seconds=settings.poll_initial_seconds,
@@ -142,7 +145,7 @@ def create_app(
                 )
                 continue
             if isinstance(event, JobSubmitted):
-                watch.on_submitted(event, record.partition, record.offset)
+                watch.on_submitted(event, record.partition, record.offset, trace_parent=record_trace_parent(record))
             elif isinstance(event, JobResolved):
                 watch.on_resolved(event, record.partition, record.offset)
 
@@ -187,8 +190,11 @@ def create_app(
 
     app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    trace_http_app(app)
     app.include_router(webhook_router(watch, secret=settings.webhook_secret, api_keys=settings.api_keys))
     app.include_router(health_router(broker, SERVICE, progress=progress, consumer=jobs_consumer))
+    serve_metrics(app, SERVICE, consumer=jobs_consumer)
+    PENDING_JOBS.labels(service=SERVICE).set_function(lambda: len(watch.scheduler))
     app.state.watch = watch
     app.state.broker = broker
     return app

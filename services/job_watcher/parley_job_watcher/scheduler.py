@@ -48,6 +48,7 @@ class PendingJob:
     offset: int
     deadline: float
     polls: int = 0
+    trace_parent: str | None = None  # the W3C traceparent of its JobSubmitted: the conversation's trace
     webhooks_arriving: bool = False
     final_status_reported: bool = False  # a webhook said completed/failed; confirm rather than wait
     due: float = 0.0

@@ -21,8 +21,11 @@ from typing import Any, Literal
 from aiokafka import TopicPartition
 from parley_shared.events import JobCompleted, JobFailed, JobResolved, JobSubmitted
 from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
+from parley_shared.logs import bind_ids
+from parley_shared.metrics import job_settled, status_polled
 from parley_shared.provider import JobNotFound, JobStatus, ProviderClient, ProviderError
 from parley_shared.settings import TopicNames
+from parley_shared.tracing import continuing_trace, with_trace_context
 
 from parley_job_watcher.progress import PartitionProgress
 from parley_job_watcher.scheduler import PendingJob, PollScheduler
@@ -105,7 +108,9 @@ class JobWatch:
         progress.seen(offset)
         self._offsets_dirty = True
 
-    def on_submitted(self, event: JobSubmitted, partition: int, offset: int) -> None:
+    def on_submitted(
+        self, event: JobSubmitted, partition: int, offset: int, *, trace_parent: str | None = None
+    ) -> None:
         self.on_record_seen(partition, offset)
         if event.job_id in self._settled or event.job_id in self.scheduler:
             return  # a repeated JobSubmitted (ingest republishes on retries)
@@ -117,6 +122,7 @@ class JobWatch:
             partition=partition,
             offset=offset,
             deadline=event.submitted_at.timestamp() + self.scheduler.policy.deadline_seconds,
+            trace_parent=trace_parent,
         )
         self.scheduler.add(job, self._clock())
         self.partitions[partition].hold(offset)
@@ -186,12 +192,19 @@ class JobWatch:
                 check.add_done_callback(self._checks.discard)
 
     async def _check(self, job: PendingJob) -> None:
+        # Each check is a span of the conversation's trace, so its GET /v1/job and its outcome show there.
+        with continuing_trace(job.trace_parent, "check job status", **{"parley.poll": job.polls + 1}):
+            bind_ids(conversation_id=job.conversation_id, job_id=job.job_id, request_id=job.request_id)
+            await self._check_in_trace(job)
+
+    async def _check_in_trace(self, job: PendingJob) -> None:
         try:
             if job.job_id not in self.scheduler:
                 return
             now = self._clock()
             try:
                 self.status_polls += 1
+                status_polled()
                 state = await self._provider.get_job(job.job_id)
             except JobNotFound:
                 self._settle(job, failure="the provider does not know this job", detected_by="poll")
@@ -231,6 +244,11 @@ class JobWatch:
         if self.scheduler.remove(job.job_id) is None:
             return
         self._settled.add(job.job_id)
+        job_settled("completed" if failure is None else "expired" if failure == "deadline" else "failed", detected_by)
+        if failure is None:
+            logger.info("job completed after %d poll(s), detected by %s", job.polls, detected_by)
+        else:
+            logger.info("job failed after %d poll(s): %s", job.polls, failure)
         submitted_at = datetime.fromtimestamp(job.submitted_at, UTC)
         outcome: JobCompleted | JobFailed
         if failure is None:
@@ -256,8 +274,14 @@ class JobWatch:
             outcome="completed" if failure is None else "failed",
         )
         key = job.conversation_id.encode()
-        self._outbox.append(OutgoingRecord(topic=self._topics.completions, key=key, value=outcome.to_wire()))
-        self._outbox.append(OutgoingRecord(topic=self._topics.jobs, key=key, value=marker.to_wire()))
+        self._outbox.extend(
+            with_trace_context(
+                [
+                    OutgoingRecord(topic=self._topics.completions, key=key, value=outcome.to_wire()),
+                    OutgoingRecord(topic=self._topics.jobs, key=key, value=marker.to_wire()),
+                ]
+            )
+        )
         self._outbox_jobs.append(job.job_id)
         self.partitions[job.partition].release(job.offset)
         self._offsets_dirty = True

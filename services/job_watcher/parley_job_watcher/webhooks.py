@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from parley_shared.api_keys import ApiKeyCheck
 from parley_shared.events import IdStr
 from parley_shared.http_errors import ApiProblem
+from parley_shared.logs import bind_ids
+from parley_shared.metrics import webhook_received
 from parley_shared.provider import JobStatus
 from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature_matches
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -63,6 +65,7 @@ def webhook_router(
         if not signature_matches(
             secret.get_secret_value(), await request.body(), request.headers.get(SIGNATURE_HEADER)
         ):
+            webhook_received("refused")
             raise ApiProblem(401, f"missing or invalid {SIGNATURE_HEADER}: the callback is not from the provider")
 
     @router.post(
@@ -74,6 +77,8 @@ def webhook_router(
     async def job_status_changed(callback: JobStatusCallback) -> CallbackReceipt:
         job_id = callback.job_id or callback.id
         assert job_id is not None  # guaranteed by the model
+        bind_ids(job_id=job_id)
+        webhook_received("accepted")
         return CallbackReceipt(job_id=job_id, action=watch.on_webhook(job_id, callback.status))
 
     @router.get(

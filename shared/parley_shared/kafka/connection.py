@@ -7,8 +7,10 @@ from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
+from parley_shared.metrics import kafka_message_metrics
 from parley_shared.settings import KafkaSettings
 
 
@@ -66,6 +68,11 @@ def make_broker(
         enable_idempotence=True,
         # faststream logs every message it handles at this level; per-message lines belong in DEBUG.
         log_level=logging.DEBUG,
+        # Its default logger has a handler of its own; this one goes through Parley's structured handler.
+        logger=logging.getLogger("parley.kafka"),
+        # W3C trace context on what faststream publishes; records handled by Parley's consume steps get spans of
+        # their own per record (parley_shared.tracing), since a batch's span can only link its records' traces.
+        middlewares=[KafkaTelemetryMiddleware(), kafka_message_metrics()],
         **kwargs,
     )
 

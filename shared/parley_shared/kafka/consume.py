@@ -22,6 +22,8 @@ from faststream.kafka import KafkaMessage
 
 from parley_shared.kafka.dead_letters import dead_letter_from_record
 from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
+from parley_shared.metrics import RECORD_RETRIES, count_committed_records
+from parley_shared.tracing import consuming_record, with_trace_context
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,11 @@ class ConsumeProduceStep:
         return random.uniform(ceiling / 2, ceiling)
 
     async def _handle_with_retries(self, record: Any) -> Sequence[OutgoingRecord]:
+        # One span per record, in the trace its producer started; the outputs carry it on to the next hop.
+        with consuming_record(record, service=self._service, group_id=self._group_id):
+            return with_trace_context(await self._attempts(record))
+
+    async def _attempts(self, record: Any) -> Sequence[OutgoingRecord]:
         attempt = 1
         while True:
             try:
@@ -93,6 +100,7 @@ class ConsumeProduceStep:
                 if attempt >= self._policy.max_attempts:
                     return [self._dead_letter(record, failure, attempt)]
                 delay = self._backoff(attempt)
+                RECORD_RETRIES.labels(service=self._service).inc()
                 logger.warning(
                     "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s",
                     record.topic,
@@ -127,6 +135,7 @@ class ConsumeProduceStep:
         results = await asyncio.gather(*(self._handle_with_retries(r) for r in records))
         outputs = [out for result in results for out in result]
         await self._publisher().publish(outputs, consumed=consumed_offsets(records), group_id=self._group_id)
+        count_committed_records(self._service, results, self._dead_letter_topic)
 
     async def __call__(self, msg: KafkaMessage) -> None:
         raw = msg.raw_message

@@ -44,6 +44,7 @@ from parley_shared.provider.errors import (
 from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, ProcessResponse
 from parley_shared.provider.retry import RetryPolicy, parse_retry_after
 from parley_shared.settings import ProviderSettings
+from parley_shared.tracing import trace_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class ProviderClient:
             timeout=httpx.Timeout(settings.timeout_seconds),
             follow_redirects=False,
         )
+        trace_http_client(self._http)
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
         self._job_slots = asyncio.Semaphore(settings.max_concurrent_jobs)

@@ -1,0 +1,276 @@
+"""Prometheus metrics: every ``parley_*`` metric, defined once per process, and ``GET /metrics`` for a service.
+
+The metrics live in the default registry, so several apps built in one process (tests) share them; each carries a
+``service`` label, which also keeps a service's page free of other services' metrics (a labelled metric has no
+samples until used). Per-message consume and publish metrics come from faststream's middleware (``faststream_*``).
+Consumer lag is read from the service's aiokafka consumer when the page is scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parley_shared.provider import (
+    ConversationNotFound,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    ResponseObservation,
+)
+
+logger = logging.getLogger(__name__)
+
+_Submitted = TypeVar("_Submitted")
+
+# --- every service ------------------------------------------------------------------------------------------------
+
+HTTP_REQUESTS = Counter(
+    "parley_http_requests_total",
+    "HTTP requests served, by route template (not the raw path) and response status",
+    ["service", "method", "route", "status_code"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "parley_http_request_duration_seconds",
+    "Time to serve an HTTP request, until its response body was sent",
+    ["service", "method", "route"],
+)
+PROVIDER_ERRORS = Counter(
+    "parley_provider_errors_total",
+    "Provider call attempts that did not answer 2xx: the HTTP status, or 'timeout' / 'connection_error'"
+    " (retried attempts count each time)",
+    ["service", "status_code"],
+)
+RECORDS_HANDLED = Counter(
+    "parley_records_handled_total",
+    "Consumed records whose outputs were committed: 'handled' or 'dead_lettered'",
+    ["service", "outcome"],
+)
+RECORD_RETRIES = Counter(
+    "parley_record_retries_total",
+    "Transient failures handling a consumed record, each followed by a retry after a backoff",
+    ["service"],
+)
+DEAD_LETTERS = Counter(
+    "parley_dead_letters_total",
+    "Records given up on and written to the dead-letter topic, by the dead letter's errorType",
+    ["service", "reason_type"],
+)
+CONSUMER_LAG = Gauge(
+    "parley_consumer_lag",
+    "Records in a partition this replica has not read yet (end offset minus position), read at scrape time",
+    ["service", "topic", "partition"],
+)
+
+# --- ingest --------------------------------------------------------------------------------------------------------
+
+REQUESTS = Counter(
+    "parley_requests_total",
+    "Submissions (HTTP and parley.requests commands) by outcome: 'accepted' (a new provider job), 'duplicate'"
+    " (a known requestId), 'rejected' (the provider refused it), 'unavailable' (provider trouble; commands are"
+    " retried), 'failed' (anything else)",
+    ["service", "outcome"],
+)
+
+# --- job-watcher ---------------------------------------------------------------------------------------------------
+
+JOBS = Counter(
+    "parley_jobs_total",
+    "Provider jobs settled, by outcome ('completed', 'failed', 'expired' past the deadline) and what saw it first",
+    ["service", "outcome", "detected_by"],
+)
+PENDING_JOBS = Gauge("parley_pending_jobs", "Jobs watched and waiting for an outcome", ["service"])
+STATUS_POLLS = Counter("parley_status_polls_total", "GET /v1/job status checks made", ["service"])
+WEBHOOKS_RECEIVED = Counter(
+    "parley_webhooks_received_total",
+    "Provider job status callbacks received: 'accepted', or 'refused' (missing or invalid signature)",
+    ["service", "result"],
+)
+
+# --- insight-fetcher -----------------------------------------------------------------------------------------------
+
+COMPLETION_TO_INSIGHTS = Histogram(
+    "parley_completion_to_insights_seconds",
+    "From a job's completion (JobCompleted.completedAt, job-watcher's clock) to its InsightsReady being published",
+    ["service"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+
+# --- engine --------------------------------------------------------------------------------------------------------
+
+ENGINE_JOBS = Counter("parley_engine_jobs_total", "Jobs the engine ran to an end, by outcome", ["service", "outcome"])
+ENGINE_ACTIVE_JOBS = Gauge(
+    "parley_engine_active_jobs", "Jobs scheduled or in progress (the queue), read at scrape time", ["service"]
+)
+
+
+# --- recording, for the call sites ---------------------------------------------------------------------------------
+
+
+def provider_error_counter(service: str) -> Callable[[ResponseObservation], None]:
+    """A ``ProviderClient(on_response=…)`` hook counting the attempts that were not a 2xx."""
+
+    def observe(attempt: ResponseObservation) -> None:
+        if attempt.status is not None and 200 <= attempt.status < 300:
+            return
+        if attempt.status is not None:
+            status_code = str(attempt.status)
+        else:
+            status_code = "timeout" if "Timeout" in (attempt.error or "") else "connection_error"
+        PROVIDER_ERRORS.labels(service=service, status_code=status_code).inc()
+
+    return observe
+
+
+def count_committed_records(service: str, outputs_per_record: Sequence[Sequence[Any]], dead_letter_topic: str) -> None:
+    """After a batch commit: each record was either handled or dead-lettered."""
+    for outputs in outputs_per_record:
+        dead = any(out.topic == dead_letter_topic for out in outputs)
+        RECORDS_HANDLED.labels(service=service, outcome="dead_lettered" if dead else "handled").inc()
+
+
+async def counted_submission(submission: Awaitable[tuple[_Submitted, bool]]) -> tuple[_Submitted, bool]:
+    """Await ingest's ``(job, created)`` for one request and count its outcome in ``parley_requests_total``."""
+    try:
+        submitted, created = await submission
+    except ProviderError as error:
+        if isinstance(error, ProviderRejected | ConversationNotFound):
+            outcome = "rejected"
+        else:
+            outcome = "unavailable" if isinstance(error, ProviderUnavailable) else "failed"
+        REQUESTS.labels(service="ingest", outcome=outcome).inc()
+        raise
+    REQUESTS.labels(service="ingest", outcome="accepted" if created else "duplicate").inc()
+    return submitted, created
+
+
+def job_settled(outcome: str, detected_by: str) -> None:
+    JOBS.labels(service="job-watcher", outcome=outcome, detected_by=detected_by).inc()
+
+
+def status_polled() -> None:
+    STATUS_POLLS.labels(service="job-watcher").inc()
+
+
+def webhook_received(result: str) -> None:
+    WEBHOOKS_RECEIVED.labels(service="job-watcher", result=result).inc()
+
+
+def insights_published(completed_at: datetime) -> None:
+    # Another host's clock: a small negative difference is skew, not time travel.
+    seconds = max(0.0, (datetime.now(UTC) - completed_at).total_seconds())
+    COMPLETION_TO_INSIGHTS.labels(service="insight-fetcher").observe(seconds)
+
+
+def engine_job_ended(outcome: str) -> None:
+    ENGINE_JOBS.labels(service="engine", outcome=outcome).inc()
+
+
+@functools.cache
+def kafka_message_metrics() -> KafkaPrometheusMiddleware:
+    """faststream's per-message metrics (``faststream_*``): one middleware per process, shared by every broker."""
+    return KafkaPrometheusMiddleware(registry=REGISTRY, app_name="parley")
+
+
+# --- scraping ------------------------------------------------------------------------------------------------------
+
+ScrapeHook = Callable[[], Awaitable[None]]
+
+
+class ConsumerLag:
+    """Sets ``parley_consumer_lag`` for the partitions a consumer holds now, and drops those it no longer holds."""
+
+    def __init__(self, service: str, consumer: Callable[[], Any]) -> None:
+        self._service = service
+        self._consumer = consumer
+        self._reported: set[tuple[str, str]] = set()
+
+    async def __call__(self) -> None:
+        consumer = self._consumer()
+        lags: dict[tuple[str, str], int] = {}
+        for tp in consumer.assignment() if consumer is not None else ():
+            # Read-committed consumers can only get as far as the last stable offset.
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched from it yet
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+            except Exception:
+                continue
+            lags[(tp.topic, str(tp.partition))] = max(0, end - position)
+        for topic, partition in self._reported - lags.keys():
+            CONSUMER_LAG.remove(self._service, topic, partition)
+        for (topic, partition), lag in lags.items():
+            CONSUMER_LAG.labels(service=self._service, topic=topic, partition=partition).set(lag)
+        self._reported = set(lags)
+
+
+class HttpRequestMetrics:
+    """ASGI middleware: ``parley_http_requests_total`` and its duration, labelled with the matched route template."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, note_status)
+        finally:
+            # The router stores the matched route in the scope; unmatched paths share one label value.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(service=self._service, method=method, route=route, status_code=str(status)).inc()
+            HTTP_REQUEST_SECONDS.labels(service=self._service, method=method, route=route).observe(
+                time.perf_counter() - started
+            )
+
+
+def serve_metrics(
+    app: FastAPI, service: str, *, consumer: Callable[[], Any] | None = None, before_scrape: Sequence[ScrapeHook] = ()
+) -> None:
+    """``GET /metrics`` in the Prometheus text format, and HTTP request metrics for every route of ``app``.
+
+    ``consumer`` returns the service's aiokafka consumer (None before start) for ``parley_consumer_lag``;
+    ``before_scrape`` hooks refresh other gauges that need I/O to read.
+    """
+    hooks: list[ScrapeHook] = [*before_scrape, *([ConsumerLag(service, consumer)] if consumer is not None else [])]
+    app.add_middleware(HttpRequestMetrics, service=service)
+
+    async def metrics(request: Request) -> Response:
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:
+                # A gauge that cannot be read now must not cost the whole page.
+                logger.warning("could not refresh metrics with %r", hook, exc_info=True)
+        # The format the scraper asks for (OpenMetrics, or the text format Prometheus reads by default).
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(REGISTRY), headers={"Content-Type": content_type})
+
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -1,0 +1,184 @@
+"""OpenTelemetry tracing, wired once per process: one trace per conversation across every service.
+
+The trace starts at ingest's HTTP request (or at whoever published the ``ProcessRequested`` command) and follows the
+conversation through the provider calls, each Kafka hop (W3C ``traceparent`` in the record headers), job-watcher's
+polls of that job, and insight-fetcher's reads. Spans always exist, so trace ids reach log lines and the next hop even
+when nothing is exported; they are exported over OTLP/HTTP when the standard ``OTEL_*`` variables ask for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:  # tracing sits below the Kafka and provider modules, which both use it
+    from parley_shared.kafka.publishing import OutgoingRecord
+
+logger = logging.getLogger(__name__)
+
+# faststream's Kafka middleware also speaks W3C trace context (it hard-codes this propagator), so both agree.
+_propagator = TraceContextTextMapPropagator()
+_TRACE_HEADERS = frozenset(_propagator.fields)
+_tracer = trace.get_tracer("parley")
+# Health checks and scrapes every few seconds would bury the conversations' traces.
+_UNTRACED_PATHS = "/healthz,/readyz,/metrics"
+
+
+class OtelSettings(BaseSettings):
+    """The standard OpenTelemetry variables Parley reads itself; the OTLP exporter reads the rest (headers, timeouts).
+
+    Traces are exported when ``OTEL_TRACES_EXPORTER`` says so, or when an OTLP endpoint is set; with neither, spans
+    still join logs and Kafka hops but leave the process nowhere (no collector to fail against on a laptop).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    sdk_disabled: bool = Field(
+        False, description="true: no spans at all (no trace ids in logs, no traceparent on records)"
+    )
+    service_name: str | None = Field(None, description="the service.name of the spans; default parley-<service>")
+    traces_exporter: str | None = Field(
+        None, description="otlp, console or none (default: otlp when an endpoint is set)"
+    )
+    exporter_otlp_endpoint: str | None = Field(
+        None, description="the collector's OTLP/HTTP base URL, e.g. http://collector:4318"
+    )
+    exporter_otlp_traces_endpoint: str | None = Field(
+        None, description="the full traces URL, overriding the base endpoint"
+    )
+    exporter_otlp_protocol: str = Field(
+        "http/protobuf", description="http/protobuf (the one Parley ships an exporter for)"
+    )
+    exporter_otlp_traces_protocol: str | None = Field(
+        None, description="the protocol for traces only, overriding the one above"
+    )
+
+    def chosen_exporter(self) -> str:
+        if self.traces_exporter:
+            return self.traces_exporter.split(",")[0].strip().lower()
+        return "otlp" if self.exporter_otlp_endpoint or self.exporter_otlp_traces_endpoint else "none"
+
+
+def _span_exporter(settings: OtelSettings) -> SpanExporter | None:
+    chosen = settings.chosen_exporter()
+    if chosen == "none":
+        return None
+    if chosen == "console":
+        return ConsoleSpanExporter()
+    if chosen != "otlp":
+        raise ValueError(f"OTEL_TRACES_EXPORTER={chosen!r} is not supported: use otlp, console or none")
+    protocol = settings.exporter_otlp_traces_protocol or settings.exporter_otlp_protocol
+    if protocol != "http/protobuf":
+        raise ValueError(f"OTLP protocol {protocol!r} is not supported: Parley exports traces over http/protobuf")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()  # endpoint, headers, timeout and compression come from the OTEL_* variables
+
+
+def configure_tracing(service: str, settings: OtelSettings | None = None) -> None:
+    """Install the process's tracer provider (once: OpenTelemetry allows one per process)."""
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    settings = settings or OtelSettings()
+    if settings.sdk_disabled:
+        return
+    resource = Resource.create({"service.name": settings.service_name or f"parley-{service}"})
+    provider = TracerProvider(resource=resource)
+    exporter = _span_exporter(settings)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        logger.info("exporting traces with %s", settings.chosen_exporter())
+    trace.set_tracer_provider(provider)
+
+
+def flush_traces() -> None:
+    """Hand finished spans to the exporter before the process exits (SIGTERM would lose the last batch)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(timeout_millis=5000)
+
+
+def trace_http_app(app: Any) -> None:
+    """Server spans for an HTTP app; a ``traceparent`` from the caller joins its trace."""
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=_UNTRACED_PATHS, exclude_spans=["receive", "send"])
+
+
+def trace_http_client(client: Any) -> None:
+    """Client spans for an httpx client's requests, with ``traceparent`` sent so the provider can join the trace."""
+    HTTPXClientInstrumentor.instrument_client(client)
+
+
+def _record_carrier(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    for name, value in headers or ():
+        if name in _TRACE_HEADERS and isinstance(value, bytes):
+            carrier[name] = value.decode("latin-1")
+    return carrier
+
+
+def record_trace_parent(record: Any) -> str | None:
+    """The ``traceparent`` a Kafka record carries, kept as text by whoever acts on the record much later."""
+    return _record_carrier(getattr(record, "headers", None)).get("traceparent")
+
+
+@contextmanager
+def consuming_record(record: Any, *, service: str, group_id: str) -> Iterator[Span]:
+    """The span of handling one consumed record, a child of the span that produced it."""
+    parent = _propagator.extract(_record_carrier(getattr(record, "headers", None)))
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+        "messaging.consumer.group.name": group_id,
+        "parley.service": service,
+    }
+    with _tracer.start_as_current_span(
+        f"process {record.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def continuing_trace(trace_parent: str | None, name: str, **attributes: Any) -> Iterator[Span]:
+    """A span in the trace of ``trace_parent`` (a stored ``traceparent``), for work done long after the record."""
+    parent = _propagator.extract({"traceparent": trace_parent}) if trace_parent else otel_context.Context()
+    with _tracer.start_as_current_span(name, context=parent, attributes=attributes) as span:
+        yield span
+
+
+def with_trace_context(records: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
+    """``records`` carrying the current span's context, so the consumer of each continues this trace."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    if not carrier:
+        return list(records)
+    injected = tuple((name, value.encode("latin-1")) for name, value in carrier.items())
+    return [
+        replace(record, headers=tuple(h for h in record.headers if h[0] not in _TRACE_HEADERS) + injected)
+        for record in records
+    ]
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span in the usual hex form, or None outside any span."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")

@@ -1,0 +1,219 @@
+"""Trace context across a hop, job-watcher's spans in the conversation's trace, and structured log lines.
+
+Spans go to an in-memory exporter on the process's tracer provider (OpenTelemetry allows one per process, so the
+tests add their exporter to whichever SDK provider is installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import KafkaMessage
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from parley_shared.kafka.consume import ConsumeProduceStep, PermanentFailure
+from parley_shared.kafka.publishing import OutgoingRecord
+from parley_shared.logs import _ParleyHandler, bind_ids, configure_logging
+from parley_shared.tracing import OtelSettings, _span_exporter, configure_tracing, with_trace_context
+
+from tests.unit.test_consume_step import DEAD_LETTERS, GROUP, OUTPUT, RecordingPublisher
+from tests.unit.test_job_watch import (
+    START,
+    FakeProvider,
+    ProviderJob,
+    VirtualClock,
+    make_watch,
+    polling,
+    run_in_virtual_time,
+    submitted,
+)
+from tests.unit.test_job_watch import (
+    RecordingPublisher as WatchPublisher,
+)
+
+UPSTREAM_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+UPSTREAM_SPAN = "00f067aa0ba902b7"
+UPSTREAM = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    configure_tracing("unit-tests", OtelSettings())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
+
+
+class HeaderRecord:
+    def __init__(self, offset: int, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.topic, self.partition, self.offset, self.key = "parley.requests", 0, offset, b"conv-1"
+        self.value, self.headers = value, headers
+
+
+def trace_parent_of(record: OutgoingRecord) -> str:
+    values = [value.decode() for name, value in record.headers if name == "traceparent"]
+    assert len(values) == 1, record.headers
+    return values[0]
+
+
+def consumer_span(exporter: InMemorySpanExporter, offset: int) -> ReadableSpan:
+    found = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "process parley.requests" and (s.attributes or {}).get("messaging.kafka.offset") == offset
+    ]
+    assert len(found) == 1, [s.name for s in exporter.get_finished_spans()]
+    return found[0]
+
+
+async def test_a_consumed_record_continues_its_producers_trace_on_every_output(spans: InMemorySpanExporter) -> None:
+    async def handle(record: Any) -> list[OutgoingRecord]:
+        if record.value == b"bad":
+            raise PermanentFailure("unreadable")
+        # An upstream traceparent copied into an output must not survive beside the new one.
+        return [OutgoingRecord(topic=OUTPUT, value=b"out", headers=(("traceparent", b"00-stale-stale-01"),))]
+
+    publisher = RecordingPublisher()
+    step = ConsumeProduceStep(
+        service="test",
+        handle_record=handle,
+        publisher=lambda: publisher,
+        group_id=GROUP,
+        dead_letter_topic=DEAD_LETTERS,
+    )
+    records = [
+        HeaderRecord(10, b"good", [("traceparent", UPSTREAM.encode())]),
+        HeaderRecord(11, b"bad", [("traceparent", UPSTREAM.encode())]),
+        HeaderRecord(12, b"good", []),
+    ]
+    await step(cast(KafkaMessage, type("Batch", (), {"raw_message": records})()))
+
+    out, dead, fresh = publisher.publications[0].records
+    assert (out.topic, dead.topic, fresh.topic) == (OUTPUT, DEAD_LETTERS, OUTPUT)
+    for record, offset in ((out, 10), (dead, 11)):
+        span = consumer_span(spans, offset)
+        assert span.parent is not None and format(span.parent.span_id, "016x") == UPSTREAM_SPAN
+        assert format(span.context.trace_id, "032x") == UPSTREAM_TRACE
+        # The output names the consuming span as its parent, in the upstream trace.
+        assert trace_parent_of(record) == f"00-{UPSTREAM_TRACE}-{format(span.context.span_id, '016x')}-01"
+    # A record without trace context starts a trace of its own rather than joining a neighbour's.
+    assert trace_parent_of(fresh).split("-")[1] != UPSTREAM_TRACE
+    assert consumer_span(spans, 12).parent is None
+
+
+def test_outside_any_span_records_are_left_as_they_are() -> None:
+    record = OutgoingRecord(topic=OUTPUT, value=b"x", headers=(("h", b"v"),))
+    assert with_trace_context([record]) == [record]
+
+
+def test_job_watchers_status_checks_and_outcome_join_the_trace_of_the_jobsubmitted(
+    spans: InMemorySpanExporter,
+) -> None:
+    async def scenario(clock: VirtualClock) -> None:
+        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 2)})
+        publisher = WatchPublisher()
+        watch = make_watch(clock, provider, publisher)
+        watch.assign(0, committed=0, end=0)
+        async with polling(watch):
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=0, trace_parent=UPSTREAM)
+            await asyncio.sleep(30)
+        await watch.flush()
+
+        checks = [s for s in spans.get_finished_spans() if s.name == "check job status"]
+        assert len(checks) == len(provider.calls_for("job-a")) >= 2
+        assert {format(s.context.trace_id, "032x") for s in checks} == {UPSTREAM_TRACE}
+        assert {(s.attributes or {}).get("parley.jobId") for s in checks} == {"job-a"}
+        for record in publisher.records:  # the outcome and its JobResolved marker
+            assert trace_parent_of(record).split("-")[1] == UPSTREAM_TRACE
+
+    spans.clear()
+    run_in_virtual_time(scenario)
+
+
+def test_otlp_is_exported_only_when_asked_and_over_a_protocol_parley_ships() -> None:
+    assert _span_exporter(OtelSettings()) is None
+    assert _span_exporter(OtelSettings(exporter_otlp_endpoint="http://127.0.0.1:4318")) is not None
+    assert _span_exporter(OtelSettings(traces_exporter="none", exporter_otlp_endpoint="http://x:4318")) is None
+    with pytest.raises(ValueError, match="http/protobuf"):
+        _span_exporter(OtelSettings(exporter_otlp_endpoint="http://x:4317", exporter_otlp_protocol="grpc"))
+    with pytest.raises(ValueError, match="zipkin"):
+        _span_exporter(OtelSettings(traces_exporter="zipkin"))
+
+
+# ---- logs --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """What Parley's handler writes, while pytest's own capture handlers stay in place."""
+    configure_logging("INFO", "json")
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler))
+    output = io.StringIO()
+    handler.setStream(output)
+    yield output
+    logging.getLogger().removeHandler(handler)
+
+
+def test_log_lines_are_json_with_the_ids_and_trace_of_the_work(
+    log_output: io.StringIO, spans: InMemorySpanExporter
+) -> None:
+    async def one_conversation(name: str) -> None:
+        with trace.get_tracer("test").start_as_current_span(name):
+            bind_ids(conversation_id=f"conv-{name}", job_id=f"job-{name}")
+            await asyncio.sleep(0)
+            logging.getLogger("parley.test").info("working on %s", name)
+
+    async def both() -> None:
+        await asyncio.gather(one_conversation("a"), one_conversation("b"))
+
+    asyncio.run(both())
+    logging.getLogger("uvicorn.error").warning("a library line")
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    by_message = {line["message"]: line for line in lines}
+    spans_by_name = {s.name: s for s in spans.get_finished_spans()}
+    for name in "ab":
+        line = by_message[f"working on {name}"]
+        # Concurrent tasks never see each other's ids.
+        assert (line["conversationId"], line["jobId"]) == (f"conv-{name}", f"job-{name}")
+        assert line["traceId"] == format(spans_by_name[name].context.trace_id, "032x")
+        assert line["level"] == "info" and line["logger"] == "parley.test" and line["timestamp"]
+    library = by_message["a library line"]
+    assert library["logger"] == "uvicorn.error" and "conversationId" not in library and "traceId" not in library
+
+
+def test_an_exception_is_logged_as_text_without_the_frames_locals(log_output: io.StringIO) -> None:
+    def fail(app_secret: str) -> None:
+        raise RuntimeError("token refused")
+
+    secret = "-".join(("s3cr3t", "value"))  # never written out whole in the source the traceback quotes
+    try:
+        fail(secret)
+    except RuntimeError:
+        logging.getLogger("parley.test").exception("call failed")
+    (line,) = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert "RuntimeError: token refused" in line["exception"]
+    assert "s3cr3t-value" not in log_output.getvalue()
+
+
+def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "console")
+    try:
+        logging.getLogger("parley.test").warning("readable %s", "line")
+        handler = next(h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler))
+        handler.flush()
+        err = capsys.readouterr().err
+        assert "readable line" in err and not err.lstrip().startswith("{")
+    finally:
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler)]:
+            logging.getLogger().removeHandler(handler)
