@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from parley_shared.kafka.consume import ConsumeProduceStep, PermanentFailure
 from parley_shared.kafka.publishing import OutgoingRecord
 from parley_shared.logs import _ParleyHandler, bind_ids, configure_logging
-from parley_shared.tracing import OtelSettings, _span_exporter, configure_tracing, with_trace_context
+from parley_shared.tracing import OtelSettings, _span_exporter, with_trace_context
 
 from tests.unit.test_consume_step import DEAD_LETTERS, GROUP, OUTPUT, RecordingPublisher
 from tests.unit.test_job_watch import (
@@ -46,7 +46,8 @@ UPSTREAM = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    configure_tracing("unit-tests", OtelSettings())
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())  # records every span, as when traces are exported
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     exporter = InMemorySpanExporter()
@@ -217,3 +218,55 @@ def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> Non
     finally:
         for handler in [h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler)]:
             logging.getLogger().removeHandler(handler)
+
+
+# ---- configure_tracing (a fresh process each: OpenTelemetry takes one tracer provider per process) ----------------
+
+PROBE = """
+import json, sys
+import httpx
+from parley_shared.kafka.publishing import OutgoingRecord
+from parley_shared.tracing import OtelSettings, configure_tracing, continuing_trace
+from parley_shared.tracing import trace_http_client, with_trace_context
+
+configure_tracing("probe", OtelSettings(traces_exporter=sys.argv[1]))
+client = httpx.AsyncClient()
+trace_http_client(client)
+with continuing_trace(None, "probe") as span:
+    recording = span.is_recording()
+    (record,) = with_trace_context([OutgoingRecord(topic="t", value=b"v")])
+print("PROBE", json.dumps({
+    "recording": recording,
+    "valid": span.get_span_context().is_valid,
+    "traceparent": dict(record.headers)["traceparent"].decode(),
+    "client_instrumented": bool(getattr(client, "_is_instrumented_by_opentelemetry", False)),
+}))
+"""
+
+
+def probe_tracing(exporter: str) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, exporter], capture_output=True, text=True, timeout=60, check=True
+    )
+    # The console exporter prints spans on stdout too.
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("PROBE ")]
+    return cast(dict[str, Any], json.loads(line.removeprefix("PROBE ")))
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_ids_still_travel() -> None:
+    probe = probe_tracing("none")
+    assert probe["recording"] is False and probe["valid"] is True
+    version, trace_id, span_id, flags = probe["traceparent"].split("-")
+    assert version == "00" and int(trace_id, 16) and int(span_id, 16)
+    assert int(flags, 16) & 0x01 == 0  # not sampled: downstream services do not record it either
+    assert probe["client_instrumented"] is False
+
+
+def test_with_an_exporter_spans_are_recorded_and_provider_calls_traced() -> None:
+    probe = probe_tracing("console")
+    assert probe["recording"] is True
+    assert int(probe["traceparent"].split("-")[3], 16) & 0x01 == 1  # sampled
+    assert probe["client_instrumented"] is True
