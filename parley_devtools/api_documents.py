@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from parley_insight_fetcher.app import create_app as create_insight_fetcher_app
 from parley_insight_fetcher.settings import InsightFetcherSettings
 from parley_job_watcher.app import create_app as create_job_watcher_app
 from parley_job_watcher.settings import JobWatcherSettings
+from pydantic import TypeAdapter
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,36 @@ def asyncapi_document(app: FastAPI) -> dict[str, Any]:
     """faststream's AsyncAPI 3.0 document of the app's broker: the topics it consumes and the ones it declares."""
     specification = AsyncAPI(app.state.broker, title=app.title, version=app.version).to_specification()
     document: dict[str, Any] = specification.to_jsonable()
+    describe_consumed_events(document, getattr(app.state, "consumed_events", {}))
     return document
+
+
+def describe_consumed_events(document: dict[str, Any], consumed_events: Mapping[str, Any]) -> None:
+    """Give each subscriber's message the schema of the events it reads (``app.state.consumed_events``).
+
+    Parley's handlers take raw records so that they can dead-letter unreadable ones, which leaves faststream with
+    an empty payload for them; the composition root names the event types instead.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    receiving = [
+        operation["channel"]["$ref"].rsplit("/", 1)[1]
+        for operation in document.get("operations", {}).values()
+        if operation.get("action") == "receive"
+    ]
+    for channel in (document["channels"][name] for name in receiving):
+        event_type = consumed_events.get(channel.get("address"))
+        if event_type is None:
+            continue
+        schema = TypeAdapter(event_type).json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        if "title" in schema and "properties" in schema:  # a single model: refer to it like faststream does
+            schemas[schema["title"]] = schema
+            schema = {"$ref": f"#/components/schemas/{schema['title']}"}
+        for reference in channel.get("messages", {}).values():
+            message = document["components"]["messages"][reference["$ref"].rsplit("/", 1)[1]]
+            message["payload"] = schema
+    if "#/components/schemas/EmptyPayload" not in json.dumps(document):
+        schemas.pop("EmptyPayload", None)  # faststream's placeholder, now that no message refers to it
 
 
 def render_documents() -> dict[str, str]:

@@ -65,3 +65,27 @@ def test_the_check_names_a_changed_and_a_missing_document(tmp_path: Path, capsys
     assert main(["--check", "--dir", str(tmp_path)]) == 1
     assert stale_documents(tmp_path) == ["asyncapi-ingest.yaml", "openapi-engine.json"]
     assert "asyncapi-ingest.yaml, openapi-engine.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("service", "topic", "events"),
+    [
+        ("ingest", "parley.requests", {"ProcessRequested"}),
+        ("job-watcher", "parley.jobs", {"JobSubmitted", "JobResolved"}),
+        ("insight-fetcher", "parley.completions", {"JobCompleted", "JobFailed"}),
+    ],
+)
+def test_each_subscriber_documents_the_events_it_reads(service: str, topic: str, events: set[str]) -> None:
+    document = yaml.safe_load(render_documents()[f"asyncapi-{service}.yaml"])
+    receiving = [op for op in document["operations"].values() if op["action"] == "receive"]
+    assert len(receiving) == 1
+    channel = document["channels"][receiving[0]["channel"]["$ref"].rsplit("/", 1)[1]]
+    assert channel["address"] == topic
+    (reference,) = channel["messages"].values()
+    payload = document["components"]["messages"][reference["$ref"].rsplit("/", 1)[1]]["payload"]
+    named = [payload] if "$ref" in payload else payload["oneOf"]
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in named} == events
+    # Every schema the document refers to is in it.
+    text = json.dumps(document)
+    for name in {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}:
+        assert name in document["components"]["schemas"], name

@@ -15,14 +15,14 @@ from typing import Any, cast
 
 import pytest
 from faststream.kafka import KafkaMessage
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from parley_shared import tracing
 from parley_shared.kafka.consume import ConsumeProduceStep, PermanentFailure
 from parley_shared.kafka.publishing import OutgoingRecord
 from parley_shared.logs import _ParleyHandler, bind_ids, configure_logging
-from parley_shared.tracing import OtelSettings, _span_exporter, with_trace_context
+from parley_shared.tracing import OtelSettings, _span_exporter, continuing_trace, with_trace_context
 
 from tests.unit.test_consume_step import DEAD_LETTERS, GROUP, OUTPUT, RecordingPublisher
 from tests.unit.test_job_watch import (
@@ -44,16 +44,19 @@ UPSTREAM_SPAN = "00f067aa0ba902b7"
 UPSTREAM = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"
 
 
-@pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())  # records every span, as when traces are exported
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Parley's spans, recorded in memory by a provider of the test's own.
+
+    The process's global provider may already be set (any app built in this process installs one, unrecorded when
+    nothing is exported), and OpenTelemetry allows only one, so Parley's tracer is swapped for this test instead.
+    """
+    provider = TracerProvider()  # records every span, as when traces are exported
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("parley"))
     yield exporter
-    exporter.shutdown()
+    provider.shutdown()
 
 
 class HeaderRecord:
@@ -138,7 +141,6 @@ def test_job_watchers_status_checks_and_outcome_join_the_trace_of_the_jobsubmitt
         for record in publisher.records:  # the outcome and its JobResolved marker
             assert trace_parent_of(record).split("-")[1] == UPSTREAM_TRACE
 
-    spans.clear()
     run_in_virtual_time(scenario)
 
 
@@ -170,7 +172,7 @@ def test_log_lines_are_json_with_the_ids_and_trace_of_the_work(
     log_output: io.StringIO, spans: InMemorySpanExporter
 ) -> None:
     async def one_conversation(name: str) -> None:
-        with trace.get_tracer("test").start_as_current_span(name):
+        with continuing_trace(None, name):
             bind_ids(conversation_id=f"conv-{name}", job_id=f"job-{name}")
             await asyncio.sleep(0)
             logging.getLogger("parley.test").info("working on %s", name)

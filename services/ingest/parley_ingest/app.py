@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
-from parley_shared.events import DeadLetter, JobSubmitted
+from parley_shared.events import DeadLetter, JobSubmitted, ProcessRequested
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
@@ -130,5 +130,8 @@ def create_app(
     app.include_router(health_router(broker, SERVICE, progress=progress, consumer=lambda: requests_subscriber.consumer))
     serve_metrics(app, SERVICE, consumer=lambda: requests_subscriber.consumer)
     app.state.broker = broker
+    # The events each subscriber reads, for the AsyncAPI document: handlers take raw records (to dead-letter
+    # unreadable ones), so faststream cannot see them.
+    app.state.consumed_events = {topics.requests: ProcessRequested}
     app.state.settings = settings
     return app

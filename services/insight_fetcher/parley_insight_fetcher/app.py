@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
-from parley_shared.events import DeadLetter, InsightsReady
+from parley_shared.events import CompletionEvent, DeadLetter, InsightsReady
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.kafka.connection import consumer_tuning, make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep, StepPolicy
@@ -90,4 +90,7 @@ def create_app(
     )
     serve_metrics(app, SERVICE, consumer=lambda: completions_subscriber.consumer)
     app.state.broker = broker
+    # The events each subscriber reads, for the AsyncAPI document: handlers take raw records (to dead-letter
+    # unreadable ones), so faststream cannot see them.
+    app.state.consumed_events = {topics.completions: CompletionEvent}
     return app

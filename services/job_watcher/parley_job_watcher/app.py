@@ -28,6 +28,7 @@ from parley_shared.events import (
     JobCompleted,
     JobFailed,
     JobResolved,
+    JobsTopicEvent,
     JobSubmitted,
     jobs_topic_adapter,
 )
@@ -197,4 +198,7 @@ def create_app(
     PENDING_JOBS.labels(service=SERVICE).set_function(lambda: len(watch.scheduler))
     app.state.watch = watch
     app.state.broker = broker
+    # The events each subscriber reads, for the AsyncAPI document: handlers take raw records (to dead-letter
+    # unreadable ones), so faststream cannot see them.
+    app.state.consumed_events = {topics.jobs: JobsTopicEvent}
     return app
