@@ -5,6 +5,7 @@ Read by pydantic-settings with the ``PARLEY_`` prefix (``PARLEY_HTTP_PORT``, ``P
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -18,9 +19,28 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "parley" / "engine"
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpu_count(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's CPU limit).
+
+    ``os.cpu_count()`` counts the node's cores, so a pod limited to 2 CPUs on a 64-core node would start 63 workers,
+    each with 64 threads, and spend its time throttled.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to read: the affinity is the limit
+    return max(1, cores)
+
+
 def _default_workers() -> int:
     # One core stays free for the event loop, the database and the webhook sender.
-    return max(1, (os.cpu_count() or 1) - 1)
+    return max(1, usable_cpu_count() - 1)
 
 
 class EngineSettings(BaseSettings):

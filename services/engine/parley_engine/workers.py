@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
+from parley_engine.settings import usable_cpu_count
 from parley_engine.speech.options import SpeechOptions
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class ProcessPoolWorkers:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_initialize_worker_process,
             # Share the cores between the worker processes instead of each one claiming them all.
-            initargs=(max(1, (os.cpu_count() or 1) // self._max_workers),),
+            initargs=(max(1, usable_cpu_count() // self._max_workers),),
         )
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
