@@ -34,6 +34,8 @@ from parley_job_watcher.settings import JobWatcherSettings
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
+from parley_devtools.api_documents import SERVICES as API_SERVICES
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 VENDORED_SCHEMA = REPO / "docker" / "compose-spec.json"
@@ -395,13 +397,30 @@ def test_the_engine_keeps_its_data_on_a_volume(compose: dict[str, Any]) -> None:
 def test_observability_is_an_optional_profile(compose: dict[str, Any]) -> None:
     services = compose["services"]
     profiled = {name for name, service in services.items() if "observability" in service.get("profiles", [])}
-    assert profiled == {"otel-collector", "jaeger"}
-    for mount in services["otel-collector"]["volumes"]:
-        assert (REPO / str(mount).split(":")[0]).is_file()
+    assert profiled == {"otel-collector", "jaeger", "prometheus"}
+    for name in ("otel-collector", "prometheus"):
+        for mount in services[name]["volumes"]:
+            assert (REPO / str(mount).split(":")[0]).is_file()
     # Parley exports OTLP over HTTP, so the collector must take it on 4318, the port the docs tell users to set.
     config = yaml.safe_load((REPO / "docker" / "otel-collector.yaml").read_text())
     assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318" in (REPO / "docker" / "README.md").read_text()
+
+
+def test_prometheus_scrapes_every_service_where_it_serves(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    config = yaml.safe_load((REPO / "docker" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    targets = {target for group in job["static_configs"] for target in group["targets"]}
+    expected = set()
+    for name in [*PIPELINE_SERVICES, "engine"]:
+        port = compose_environment(services[name])["PARLEY_HTTP_PORT"]
+        expected.add(f"{name}:{port}")
+    assert targets == expected
+    # ... and each of them does serve it.
+    for service in API_SERVICES:
+        assert "/metrics" in {getattr(route, "path", None) for route in service.build().routes}, service.name
 
 
 # --- the Dockerfiles -------------------------------------------------------------------------------------------------
