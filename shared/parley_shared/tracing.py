@@ -9,15 +9,13 @@ when nothing is exported; they are exported over OTLP/HTTP when the standard ``O
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -37,8 +35,8 @@ _propagator = TraceContextTextMapPropagator()
 _TRACE_HEADERS = frozenset(_propagator.fields)
 _tracer = trace.get_tracer("parley")
 # Health checks and scrapes every few seconds would bury the conversations' traces.
-_UNTRACED_PATHS = "/healthz,/readyz,/metrics"
-# Whether this process's spans are exported (set once by configure_tracing, like the tracer provider itself).
+_UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Whether this process exports its spans; set once by configure_tracing, like the tracer provider itself.
 _exporting = False
 
 
@@ -100,20 +98,25 @@ def configure_tracing(service: str, settings: OtelSettings | None = None) -> Non
     settings = settings or OtelSettings()
     if settings.sdk_disabled:
         return
-    global _exporting
     resource = Resource.create({"service.name": settings.service_name or f"parley-{service}"})
     exporter = _span_exporter(settings)
     if exporter is None:
         # Nothing leaves the process, so nothing is recorded: unsampled spans still carry valid ids to the logs and
-        # the next hop, at a fraction of the cost (the sustained-rate benchmark lost 40 % to recording spans).
+        # the next hop, at a fraction of the cost (benchmarks/observability.md).
         trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
         return
     # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (parent-based, always on, by default).
+    global _exporting
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _exporting = True
     logger.info("exporting traces with %s", settings.chosen_exporter())
+
+
+def exporting_traces() -> bool:
+    """Whether this process's spans leave it (configure_tracing found an exporter)."""
+    return _exporting
 
 
 def flush_traces() -> None:
@@ -123,19 +126,62 @@ def flush_traces() -> None:
         provider.force_flush(timeout_millis=5000)
 
 
-def trace_http_app(app: Any) -> None:
-    """Server spans for an HTTP app; a ``traceparent`` from the caller joins its trace."""
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=_UNTRACED_PATHS, exclude_spans=["receive", "send"])
+def http_telemetry() -> Any:
+    """``FastAPI(telemetry=...)``: FastAPI's own OpenTelemetry server spans, while spans are exported.
 
-
-def trace_http_client(client: Any) -> None:
-    """Client spans for an httpx client's requests, with ``traceparent`` sent so the provider can join the trace.
-
-    Only while traces are exported: the instrumentation costs about 80 µs a request even when its spans are not
-    recorded, a third of the provider client's own cost, on the calls that bound the pipeline's throughput.
+    FastAPI turns its telemetry on whenever a tracer provider is installed, and it costs about a tenth of
+    job-watcher's CPU under webhook load even when nothing is recorded; without export, ``trace_http_app`` only
+    carries the caller's trace context instead. Metrics are Parley's own (Prometheus), logs go through ``logs.py``.
     """
-    if _exporting:
-        HTTPXClientInstrumentor.instrument_client(client)
+    return {
+        "tracing": _exporting,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "exclude": lambda scope: scope.get("path") in _UNTRACED_PATHS,
+    }
+
+
+def trace_http_app(app: Any) -> None:
+    """Without export, a request still continues its caller's trace (or starts one) for its logs and records."""
+    if not _exporting:
+        app.add_middleware(_TraceContextOnly)
+
+
+class _TraceContextOnly:
+    """ASGI middleware: the request continues its caller's trace, or starts one, for logs and the records it writes."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        trace_parent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), None)
+        with continuing_trace(trace_parent, f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER):
+            await self._app(scope, receive, send)
+
+
+@contextmanager
+def calling_provider(operation: str, method: str, path: str, attempt: int, headers: dict[str, str]) -> Iterator[Span]:
+    """The client span of one provider request; its ``traceparent`` goes into ``headers`` so the provider joins.
+
+    Written here rather than by opentelemetry-instrumentation-httpx: that cost 80-250 µs a request even unrecorded
+    (measured in insight-fetcher, which makes eight reads per conversation; benchmarks/observability.md), this a few
+    microseconds, and less when the trace is not recorded.
+    """
+    if not trace.get_current_span().is_recording():
+        # An unrecorded trace gains nothing from a child span here: pass the current ids on and skip its cost.
+        _propagator.inject(headers)
+        yield trace.INVALID_SPAN
+        return
+    attributes: dict[str, str | int] = {"http.request.method": method, "url.path": path, "parley.operation": operation}
+    if attempt > 1:
+        attributes["http.request.resend_count"] = attempt - 1
+    with _tracer.start_as_current_span(f"{method} {operation}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        _propagator.inject(headers)
+        yield span
 
 
 def _record_carrier(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
@@ -152,29 +198,56 @@ def record_trace_parent(record: Any) -> str | None:
 
 
 @contextmanager
-def consuming_record(record: Any, *, service: str, group_id: str) -> Iterator[Span]:
-    """The span of handling one consumed record, a child of the span that produced it."""
-    parent = _propagator.extract(_record_carrier(getattr(record, "headers", None)))
-    attributes = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.destination.name": record.topic,
-        "messaging.destination.partition.id": str(record.partition),
-        "messaging.kafka.offset": record.offset,
-        "messaging.consumer.group.name": group_id,
-        "parley.service": service,
-    }
-    with _tracer.start_as_current_span(
-        f"process {record.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-    ) as span:
+def _span_under(parent: otel_context.Context, name: str, kind: SpanKind, attributes: Any) -> Iterator[Span]:
+    """A span under ``parent``, or, when the parent's trace is not sampled, the parent itself made current.
+
+    Sampling follows the parent (OpenTelemetry's default): nothing below an unsampled span is recorded, so its ids
+    are carried on to the logs and the next hop without the cost of a span that would never leave the process.
+    """
+    parent_span = trace.get_current_span(parent)
+    parent_context = parent_span.get_span_context()
+    if parent_context.is_valid and not parent_context.trace_flags.sampled:
+        token = otel_context.attach(parent)
+        try:
+            yield parent_span
+        finally:
+            otel_context.detach(token)
+        return
+    with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes()) as span:
         yield span
 
 
 @contextmanager
-def continuing_trace(trace_parent: str | None, name: str, **attributes: Any) -> Iterator[Span]:
+def consuming_record(record: Any, *, service: str, group_id: str) -> Iterator[Span]:
+    """The span of handling one consumed record, a child of the span that produced it."""
+    parent = _propagator.extract(_record_carrier(getattr(record, "headers", None)))
+
+    def attributes() -> dict[str, Any]:
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.consumer.group.name": group_id,
+            "parley.service": service,
+        }
+
+    with _span_under(parent, f"process {record.topic}", SpanKind.CONSUMER, attributes) as span:
+        yield span
+
+
+@contextmanager
+def continuing_trace(
+    trace_parent: str | None,
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[Span]:
     """A span in the trace of ``trace_parent`` (a stored ``traceparent``), for work done long after the record."""
     parent = _propagator.extract({"traceparent": trace_parent}) if trace_parent else otel_context.Context()
-    with _tracer.start_as_current_span(name, context=parent, attributes=attributes) as span:
+    with _span_under(parent, name, kind, lambda: attributes or {}) as span:
         yield span
 
 

@@ -13,15 +13,20 @@ import logging
 from collections.abc import Iterator
 from typing import Any, cast
 
+import httpx
 import pytest
 from faststream.kafka import KafkaMessage
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from parley_shared import tracing
 from parley_shared.kafka.consume import ConsumeProduceStep, PermanentFailure
 from parley_shared.kafka.publishing import OutgoingRecord
 from parley_shared.logs import _ParleyHandler, bind_ids, configure_logging
+from parley_shared.provider import ProviderClient
+from parley_shared.settings import ProviderSettings
 from parley_shared.tracing import OtelSettings, _span_exporter, continuing_trace, with_trace_context
 
 from tests.unit.test_consume_step import DEAD_LETTERS, GROUP, OUTPUT, RecordingPublisher
@@ -226,14 +231,10 @@ def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> Non
 
 PROBE = """
 import json, sys
-import httpx
 from parley_shared.kafka.publishing import OutgoingRecord
-from parley_shared.tracing import OtelSettings, configure_tracing, continuing_trace
-from parley_shared.tracing import trace_http_client, with_trace_context
+from parley_shared.tracing import OtelSettings, configure_tracing, continuing_trace, with_trace_context
 
 configure_tracing("probe", OtelSettings(traces_exporter=sys.argv[1]))
-client = httpx.AsyncClient()
-trace_http_client(client)
 with continuing_trace(None, "probe") as span:
     recording = span.is_recording()
     (record,) = with_trace_context([OutgoingRecord(topic="t", value=b"v")])
@@ -241,7 +242,6 @@ print("PROBE", json.dumps({
     "recording": recording,
     "valid": span.get_span_context().is_valid,
     "traceparent": dict(record.headers)["traceparent"].decode(),
-    "client_instrumented": bool(getattr(client, "_is_instrumented_by_opentelemetry", False)),
 }))
 """
 
@@ -264,11 +264,85 @@ def test_without_an_exporter_spans_are_not_recorded_but_ids_still_travel() -> No
     version, trace_id, span_id, flags = probe["traceparent"].split("-")
     assert version == "00" and int(trace_id, 16) and int(span_id, 16)
     assert int(flags, 16) & 0x01 == 0  # not sampled: downstream services do not record it either
-    assert probe["client_instrumented"] is False
 
 
-def test_with_an_exporter_spans_are_recorded_and_provider_calls_traced() -> None:
+def test_with_an_exporter_spans_are_recorded() -> None:
     probe = probe_tracing("console")
     assert probe["recording"] is True
     assert int(probe["traceparent"].split("-")[3], 16) & 0x01 == 1  # sampled
-    assert probe["client_instrumented"] is True
+
+
+async def test_each_provider_request_is_a_client_span_whose_traceparent_the_provider_receives(
+    spans: InMemorySpanExporter,
+) -> None:
+    received: list[str] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        received.append(request.headers.get("traceparent", ""))
+        if request.url.path.endswith(":generate"):
+            return httpx.Response(200, json={"accessToken": "t", "expiresIn": 3600})
+        if len(received) == 2:
+            return httpx.Response(503)  # one retry: a second attempt, a second span
+        return httpx.Response(200, json={"id": "job-1", "status": "completed"})
+
+    async def no_wait(_: float) -> None:
+        """Retries back off in virtual time."""
+
+    settings = ProviderSettings(url="http://provider.test")
+    async with ProviderClient(settings, transport=httpx.MockTransport(provider), sleep=no_wait) as client:
+        with continuing_trace(UPSTREAM, "check job status"):
+            await client.get_job("job-1")
+
+    calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in calls] == ["POST generate_token", "GET get_job", "GET get_job"]
+    assert [(s.attributes or {}).get("http.response.status_code") for s in calls] == [200, 503, 200]
+    assert (calls[2].attributes or {}).get("http.request.resend_count") == 1
+    for span, header in zip(calls, received, strict=True):
+        assert format(span.context.trace_id, "032x") == UPSTREAM_TRACE
+        assert header == f"00-{UPSTREAM_TRACE}-{format(span.context.span_id, '016x')}-01"
+
+
+async def test_an_unsampled_trace_is_carried_on_without_spans_of_its_own(spans: InMemorySpanExporter) -> None:
+    unsampled = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-00"
+
+    async def handle(record: Any) -> list[OutgoingRecord]:
+        return [OutgoingRecord(topic=OUTPUT, value=b"out")]
+
+    publisher = RecordingPublisher()
+    step = ConsumeProduceStep(
+        service="test",
+        handle_record=handle,
+        publisher=lambda: publisher,
+        group_id=GROUP,
+        dead_letter_topic=DEAD_LETTERS,
+    )
+    await step(
+        cast(
+            KafkaMessage,
+            type("Batch", (), {"raw_message": [HeaderRecord(1, b"x", [("traceparent", unsampled.encode())])]})(),
+        )
+    )
+
+    (out,) = publisher.publications[0].records
+    assert trace_parent_of(out) == unsampled  # the same trace and parent, still unsampled
+    assert spans.get_finished_spans() == ()
+
+
+async def test_without_export_an_http_request_still_continues_its_callers_trace() -> None:
+    from fastapi import FastAPI
+    from parley_shared.tracing import configure_tracing, trace_http_app
+
+    configure_tracing("unit-tests", OtelSettings())  # what every service does first (a no-op once one is set)
+    app = FastAPI()
+    trace_http_app(app)  # this process exports nothing
+
+    @app.get("/ids")
+    async def ids() -> dict[str, str]:
+        span_context = trace.get_current_span().get_span_context()
+        return {"traceId": format(span_context.trace_id, "032x"), "valid": str(span_context.is_valid)}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        continued = (await client.get("/ids", headers={"traceparent": UPSTREAM})).json()
+        started = (await client.get("/ids")).json()
+    assert continued == {"traceId": UPSTREAM_TRACE, "valid": "True"}
+    assert started["valid"] == "True" and started["traceId"] != UPSTREAM_TRACE

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.metrics import ENGINE_ACTIVE_JOBS, serve_metrics
 from parley_shared.service import configure_observability
-from parley_shared.tracing import flush_traces, trace_http_app
+from parley_shared.tracing import flush_traces, http_telemetry, trace_http_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley_engine.async_api import build_async_router, build_job_router
@@ -94,6 +94,7 @@ def create_app(
         title="Parley engine",
         description="A self-hosted, Symbl.ai-compatible conversation-intelligence API with offline analysis.",
         lifespan=lifespan,
+        telemetry=http_telemetry(),
     )
     install_error_handlers(app)
     trace_http_app(app)

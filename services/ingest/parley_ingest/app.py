@@ -26,7 +26,7 @@ from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.metrics import provider_error_counter, serve_metrics
 from parley_shared.provider import ProviderClient
 from parley_shared.service import configure_observability, running_service, transactional_publisher
-from parley_shared.tracing import trace_http_app
+from parley_shared.tracing import http_telemetry, trace_http_app, with_trace_context
 
 from parley_ingest.commands import handle_process_requested, submitted_record
 from parley_ingest.http_api import build_router
@@ -95,8 +95,9 @@ def create_app(
     )
 
     async def publish_submitted(submitted: JobSubmitted) -> None:
-        record = submitted_record(topics, submitted)
-        await jobs_publisher.publish(record.value, key=record.key)
+        (record,) = with_trace_context([submitted_record(topics, submitted)])
+        headers = {name: value.decode("latin-1") for name, value in record.headers}
+        await jobs_publisher.publish(record.value, key=record.key, headers=headers)
 
     async def remember_recent_submissions() -> None:
         since = datetime.now(UTC) - timedelta(hours=settings.idempotency_window_hours)
@@ -116,7 +117,7 @@ def create_app(
             prepare=remember_recent_submissions,
         )
 
-    app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Parley ingest", version="0.1.0", lifespan=lifespan, telemetry=http_telemetry())
     install_error_handlers(app)
     trace_http_app(app)
     app.include_router(

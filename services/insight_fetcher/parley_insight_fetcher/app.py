@@ -23,6 +23,7 @@ from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.metrics import provider_error_counter, serve_metrics
 from parley_shared.provider import ProviderClient
 from parley_shared.service import configure_observability, running_service, transactional_publisher
+from parley_shared.tracing import http_telemetry
 
 from parley_insight_fetcher.fetching import handle_completion
 from parley_insight_fetcher.settings import InsightFetcherSettings
@@ -84,7 +85,7 @@ def create_app(
     def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
         return running_service(settings, broker=broker, provider=provider, publisher=transactional)
 
-    app = FastAPI(title="Parley insight-fetcher", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Parley insight-fetcher", version="0.1.0", lifespan=lifespan, telemetry=http_telemetry())
     app.include_router(
         health_router(broker, SERVICE, progress=progress, consumer=lambda: completions_subscriber.consumer)
     )

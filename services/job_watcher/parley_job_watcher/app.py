@@ -40,7 +40,7 @@ from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.metrics import PENDING_JOBS, provider_error_counter, serve_metrics
 from parley_shared.provider import ProviderClient
 from parley_shared.service import configure_observability, running_service, transactional_publisher
-from parley_shared.tracing import record_trace_parent, trace_http_app
+from parley_shared.tracing import http_telemetry, record_trace_parent, trace_http_app
 from parley_shared.validation import describe_validation_error
 from pydantic import ValidationError
 
@@ -189,7 +189,7 @@ def create_app(
             before_stop=watch.flush,
         )
 
-    app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Parley job-watcher", version="0.1.0", lifespan=lifespan, telemetry=http_telemetry())
     install_error_handlers(app)
     trace_http_app(app)
     app.include_router(webhook_router(watch, secret=settings.webhook_secret, api_keys=settings.api_keys))

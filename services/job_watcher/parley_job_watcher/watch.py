@@ -193,7 +193,7 @@ class JobWatch:
 
     async def _check(self, job: PendingJob) -> None:
         # Each check is a span of the conversation's trace, so its GET /v1/job and its outcome show there.
-        with continuing_trace(job.trace_parent, "check job status", **{"parley.poll": job.polls + 1}):
+        with continuing_trace(job.trace_parent, "check job status", attributes={"parley.poll": job.polls + 1}):
             bind_ids(conversation_id=job.conversation_id, job_id=job.job_id, request_id=job.request_id)
             await self._check_in_trace(job)
 

@@ -22,7 +22,7 @@ from faststream.kafka import KafkaMessage
 
 from parley_shared.kafka.dead_letters import dead_letter_from_record
 from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
-from parley_shared.metrics import RECORD_RETRIES, count_committed_records
+from parley_shared.metrics import RECORD_RETRIES, count_committed_records, series
 from parley_shared.tracing import consuming_record, with_trace_context
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class ConsumeProduceStep:
                 if attempt >= self._policy.max_attempts:
                     return [self._dead_letter(record, failure, attempt)]
                 delay = self._backoff(attempt)
-                RECORD_RETRIES.labels(service=self._service).inc()
+                series(RECORD_RETRIES, self._service).inc()
                 logger.warning(
                     "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s",
                     record.topic,

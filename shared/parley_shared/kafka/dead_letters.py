@@ -9,7 +9,7 @@ from typing import Any
 
 from parley_shared.events import DeadLetter
 from parley_shared.kafka.publishing import OutgoingRecord
-from parley_shared.metrics import DEAD_LETTERS
+from parley_shared.metrics import DEAD_LETTERS, series
 
 # Dead letters carry the original base64-encoded (4/3 of its size); past this the original is cut, and says so.
 MAX_ORIGINAL_BYTES = 2 * 1024 * 1024
@@ -65,7 +65,7 @@ def dead_letter(
         original_truncated=truncated,
         **_peek_ids(value),
     )
-    DEAD_LETTERS.labels(service=service, reason_type=letter.error_type).inc()
+    series(DEAD_LETTERS, service, letter.error_type).inc()
     return OutgoingRecord(topic=topic, key=key, value=letter.to_wire())
 
 

@@ -44,7 +44,7 @@ from parley_shared.provider.errors import (
 from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, ProcessResponse
 from parley_shared.provider.retry import RetryPolicy, parse_retry_after
 from parley_shared.settings import ProviderSettings
-from parley_shared.tracing import trace_http_client
+from parley_shared.tracing import calling_provider
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,6 @@ class ProviderClient:
             timeout=httpx.Timeout(settings.timeout_seconds),
             follow_redirects=False,
         )
-        trace_http_client(self._http)
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
         self._job_slots = asyncio.Semaphore(settings.max_concurrent_jobs)
@@ -395,13 +394,15 @@ class ProviderClient:
                 headers["Authorization"] = f"Bearer {token.access_token.get_secret_value()}"
             started = time.perf_counter()
             try:
-                response = await self._http.request(
-                    call.method,
-                    self._absolute_url(call),
-                    json=call.json_body,
-                    content=call.upload,
-                    headers=headers,
-                )
+                with calling_provider(call.operation, call.method, call.path, attempt, headers) as span:
+                    response = await self._http.request(
+                        call.method,
+                        self._absolute_url(call),
+                        json=call.json_body,
+                        content=call.upload,
+                        headers=headers,
+                    )
+                    span.set_attribute("http.response.status_code", response.status_code)
             except httpx.TransportError as exc:
                 failure = _failure_name(exc)
                 self._observe(call, None, started, attempt, error=failure)
