@@ -46,7 +46,7 @@ from parley_engine.conversation import AnalysisOptions, Speaker, Utterance
 from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
 
 from parley_devtools.bench.machine import describe_machine
-from parley_devtools.bench.report import Metric, render_markdown, render_table, summarize, write_results
+from parley_devtools.bench.report import Metric, render_table, summarize, write_results
 from parley_devtools.bench.stacks import free_port, tree_rss_bytes
 from parley_devtools.eval_speech import word_error_rate
 from parley_devtools.speech_samples import VOICES, Turn, flite_available, synthesize_conversation
@@ -737,26 +737,20 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(render_table(metrics))
     print(f"\nwall time {wall:.0f} s")
-    markdown = render_markdown(
+    page, data = write_results(
+        args.output_dir,
+        "engine",
         title="Engine benchmark",
         command=command,
-        started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        started_at=started_at,
         wall_seconds=wall,
+        quick=args.quick,
         machine=machine,
+        size=size,
         metrics=metrics,
+        results=results,
         notes=notes,
     )
-    raw = {
-        "command": command,
-        "date": started_at.isoformat(),
-        "wall_seconds": wall,
-        "quick": args.quick,
-        "machine": machine,
-        "size": size.__dict__,
-        "metrics": [{**m.__dict__, "verdict": m.verdict} for m in metrics],
-        "results": results,
-    }
-    page, data = write_results(args.output_dir, "engine", markdown, raw)
     _say(f"wrote {page} and {data}")
 
 

@@ -51,7 +51,6 @@ from parley_devtools.bench.observing import DoubleApi, InsightsArrivals, text_bo
 from parley_devtools.bench.report import (
     Metric,
     percentile,
-    render_markdown,
     render_table,
     summarize,
     write_results,
@@ -654,27 +653,21 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(render_cpus(results))
     print(f"\nwall time {wall:.0f} s")
-    markdown = render_markdown(
+    page, data = write_results(
+        args.output_dir,
+        "pipeline",
         title="Pipeline benchmark",
         command=command,
-        started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        started_at=started_at,
         wall_seconds=wall,
+        quick=args.quick,
         machine=machine,
+        size=size,
         metrics=metrics,
+        results=results,
         notes=notes,
         sections=[("CPU during the sustained-rate phase", render_cpus(results))],
     )
-    raw = {
-        "command": command,
-        "date": started_at.isoformat(),
-        "wall_seconds": wall,
-        "quick": args.quick,
-        "machine": machine,
-        "size": size.__dict__,
-        "metrics": [{**m.__dict__, "verdict": m.verdict} for m in metrics],
-        "results": results,
-    }
-    page, data = write_results(args.output_dir, "pipeline", markdown, raw)
     _say(f"wrote {page} and {data}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,43 @@ def render_markdown(
     return "\n".join(lines)
 
 
-def write_results(output_dir: Path, stem: str, markdown: str, raw: dict[str, Any]) -> tuple[Path, Path]:
-    """``<stem>.md`` for people and ``<stem>.json`` with the raw numbers."""
+def write_results(
+    output_dir: Path,
+    stem: str,
+    *,
+    title: str,
+    command: str,
+    started_at: datetime,
+    wall_seconds: float,
+    quick: bool,
+    machine: dict[str, Any],
+    size: Any,
+    metrics: list[Metric],
+    results: dict[str, Any],
+    notes: list[str],
+    sections: list[tuple[str, str]] | None = None,
+) -> tuple[Path, Path]:
+    """``<stem>.md`` for people and ``<stem>.json`` with the raw numbers of one benchmark run."""
+    markdown = render_markdown(
+        title=title,
+        command=command,
+        started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        wall_seconds=wall_seconds,
+        machine=machine,
+        metrics=metrics,
+        notes=notes,
+        sections=sections,
+    )
+    raw = {
+        "command": command,
+        "date": started_at.isoformat(),
+        "wall_seconds": wall_seconds,
+        "quick": quick,
+        "machine": machine,
+        "size": size.__dict__,
+        "metrics": [{**m.__dict__, "verdict": m.verdict} for m in metrics],
+        "results": results,
+    }
     output_dir.mkdir(parents=True, exist_ok=True)
     page, data = output_dir / f"{stem}.md", output_dir / f"{stem}.json"
     page.write_text(markdown)

@@ -171,15 +171,15 @@ def calling_provider(operation: str, method: str, path: str, attempt: int, heade
     (measured in insight-fetcher, which makes eight reads per conversation; benchmarks/observability.md), this a few
     microseconds, and less when the trace is not recorded.
     """
-    if not trace.get_current_span().is_recording():
-        # An unrecorded trace gains nothing from a child span here: pass the current ids on and skip its cost.
-        _propagator.inject(headers)
-        yield trace.INVALID_SPAN
-        return
-    attributes: dict[str, str | int] = {"http.request.method": method, "url.path": path, "parley.operation": operation}
-    if attempt > 1:
-        attributes["http.request.resend_count"] = attempt - 1
-    with _tracer.start_as_current_span(f"{method} {operation}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+
+    def attributes() -> dict[str, str | int]:
+        described: dict[str, str | int] = {"http.request.method": method, "url.path": path}
+        described["parley.operation"] = operation
+        if attempt > 1:
+            described["http.request.resend_count"] = attempt - 1
+        return described
+
+    with _span_under(otel_context.get_current(), f"{method} {operation}", SpanKind.CLIENT, attributes) as span:
         _propagator.inject(headers)
         yield span
 

@@ -12,7 +12,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from faststream.kafka import KafkaMessage
 from parley_shared.events import DeadLetter
-from parley_shared.kafka.consume import ConsumeProduceStep, PermanentFailure, StepPolicy, TransientFailure
+from parley_shared.kafka.consume import (
+    ConsumeProduceStep,
+    PermanentFailure,
+    RecordHandler,
+    StepPolicy,
+    TransientFailure,
+)
 from parley_shared.kafka.publishing import OutgoingRecord
 
 SOURCE = "parley.requests"
@@ -90,7 +96,7 @@ class RecordedSleep:
 
 
 def make_step(
-    handler: ScriptedHandler, publisher: RecordingPublisher, sleep: RecordedSleep, *, max_attempts: int = 4
+    handler: RecordHandler, publisher: RecordingPublisher, sleep: RecordedSleep, *, max_attempts: int = 4
 ) -> ConsumeProduceStep:
     return ConsumeProduceStep(
         service="ingest",

@@ -15,21 +15,20 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from parley_shared import tracing
-from parley_shared.kafka.consume import ConsumeProduceStep, PermanentFailure
+from parley_shared.kafka.consume import PermanentFailure
 from parley_shared.kafka.publishing import OutgoingRecord
 from parley_shared.logs import _ParleyHandler, bind_ids, configure_logging
 from parley_shared.provider import ProviderClient
 from parley_shared.settings import ProviderSettings
 from parley_shared.tracing import OtelSettings, _span_exporter, continuing_trace, with_trace_context
 
-from tests.unit.test_consume_step import DEAD_LETTERS, GROUP, OUTPUT, RecordingPublisher
+from tests.unit.test_consume_step import DEAD_LETTERS, OUTPUT, RecordedSleep, RecordingPublisher, make_step
 from tests.unit.test_job_watch import (
     START,
     FakeProvider,
@@ -94,19 +93,13 @@ async def test_a_consumed_record_continues_its_producers_trace_on_every_output(s
         return [OutgoingRecord(topic=OUTPUT, value=b"out", headers=(("traceparent", b"00-stale-stale-01"),))]
 
     publisher = RecordingPublisher()
-    step = ConsumeProduceStep(
-        service="test",
-        handle_record=handle,
-        publisher=lambda: publisher,
-        group_id=GROUP,
-        dead_letter_topic=DEAD_LETTERS,
-    )
+    step = make_step(handle, publisher, RecordedSleep())
     records = [
         HeaderRecord(10, b"good", [("traceparent", UPSTREAM.encode())]),
         HeaderRecord(11, b"bad", [("traceparent", UPSTREAM.encode())]),
         HeaderRecord(12, b"good", []),
     ]
-    await step(cast(KafkaMessage, type("Batch", (), {"raw_message": records})()))
+    await step.handle_records(records)
 
     out, dead, fresh = publisher.publications[0].records
     assert (out.topic, dead.topic, fresh.topic) == (OUTPUT, DEAD_LETTERS, OUTPUT)
@@ -309,19 +302,8 @@ async def test_an_unsampled_trace_is_carried_on_without_spans_of_its_own(spans: 
         return [OutgoingRecord(topic=OUTPUT, value=b"out")]
 
     publisher = RecordingPublisher()
-    step = ConsumeProduceStep(
-        service="test",
-        handle_record=handle,
-        publisher=lambda: publisher,
-        group_id=GROUP,
-        dead_letter_topic=DEAD_LETTERS,
-    )
-    await step(
-        cast(
-            KafkaMessage,
-            type("Batch", (), {"raw_message": [HeaderRecord(1, b"x", [("traceparent", unsampled.encode())])]})(),
-        )
-    )
+    step = make_step(handle, publisher, RecordedSleep())
+    await step.handle_records([HeaderRecord(1, b"x", [("traceparent", unsampled.encode())])])
 
     (out,) = publisher.publications[0].records
     assert trace_parent_of(out) == unsampled  # the same trace and parent, still unsampled
