@@ -262,11 +262,3 @@ def with_trace_context(records: Sequence[OutgoingRecord]) -> list[OutgoingRecord
         replace(record, headers=tuple(h for h in record.headers if h[0] not in _TRACE_HEADERS) + injected)
         for record in records
     ]
-
-
-def current_trace_ids() -> tuple[str, str] | None:
-    """(trace id, span id) of the current span in the usual hex form, or None outside any span."""
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
-        return None
-    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
