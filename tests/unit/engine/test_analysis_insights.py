@@ -206,7 +206,9 @@ def test_summary_rewrites_action_items_in_the_third_person(analyzer: TextAnalyze
     summary = texts(insights.summary)
     assert "Mike will fix the login bug by Wednesday." in summary
     assert "The team decided to keep the launch date in November." in summary
-    assert all(len(line["messageRefs"]) == 1 for line in insights.summary)
+    assert all(line["messageRefs"] for line in insights.summary)
+    by_text = {line["text"]: line["messageRefs"] for line in insights.summary}
+    assert by_text["Mike will fix the login bug by Wednesday."] == [{"id": insights.messages[1]["id"]}]
 
 
 def test_analysis_is_deterministic(analyzer: TextAnalyzer) -> None:

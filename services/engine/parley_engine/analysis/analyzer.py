@@ -13,13 +13,17 @@ from typing import Any
 import spacy
 from spacy.tokens import Doc
 
+from parley_engine.analysis.action_items import ActionItem, OwnerRole, select_action_items
 from parley_engine.analysis.analytics import compute_analytics
 from parley_engine.analysis.dates import date_phrase, iso_utc, resolve_moment
 from parley_engine.analysis.entities import extract_entities, mark_speakers, speaker_ruler
 from parley_engine.analysis.identity import Member, MemberDirectory, stable_numeric_id
-from parley_engine.analysis.insights import ActionFinding, OwnerRole, find_action, question_score
+from parley_engine.analysis.linear_model import LinearModel, load_model
+from parley_engine.analysis.parsed_conversation import ParsedConversation
+from parley_engine.analysis.questions import is_listed_question, question_probability
 from parley_engine.analysis.segmentation import Sentence, SentenceBoundaries, TimedMessage, settle_timings
 from parley_engine.analysis.sentiment import SentimentScorer, sentiment_body
+from parley_engine.analysis.spoken_text import tidy_spoken
 from parley_engine.analysis.summary import build_summary
 from parley_engine.analysis.topics import extract_topics
 from parley_engine.analysis.trackers import detect_trackers, tracker_vocabulary
@@ -44,14 +48,15 @@ class TextAnalyzer:
         with self._parse_lock:
             return list(self.nlp.pipe(texts, batch_size=PARSE_BATCH_SIZE))
 
-    def analyze(
+    def parse(
         self,
         utterances: list[Utterance],
         options: AnalysisOptions,
         *,
         conversation_id: str,
         conversation_start: datetime,
-    ) -> ConversationInsights:
+    ) -> ParsedConversation:
+        """The first stage: members, timings, and one spaCy parse of every message, split into sentences."""
         directory = MemberDirectory(conversation_id)
         members = [directory.member_for(u.speaker) for u in utterances]
         messages = settle_timings(utterances, members)
@@ -63,55 +68,69 @@ class TextAnalyzer:
         for message, doc in zip(messages, message_docs, strict=True):
             message.doc = doc
             message.sentences = [Sentence(span, message.index, i) for i, span in enumerate(doc.sents)]
-        # Names known to belong to people: speakers, and anyone the conversation mentions as a person.
-        first_names = {m.first_name.lower() for m in directory.members.values()} | {
-            ent[0].lower_ for doc in message_docs for ent in doc.ents if ent.label_ == "PERSON"
-        }
+        return ParsedConversation(conversation_id, conversation_start, messages, directory, vocabulary_docs)
+
+    def analyze(
+        self,
+        utterances: list[Utterance],
+        options: AnalysisOptions,
+        *,
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> ConversationInsights:
+        conversation = self.parse(
+            utterances, options, conversation_id=conversation_id, conversation_start=conversation_start
+        )
+        messages = conversation.messages
+        directory = conversation.directory
         scores = [self.sentiment.score(m.text) for m in messages]
         threshold = options.confidence_threshold
 
+        question_model = load_model("questions")
         questions: list[dict[str, Any]] = []
         question_keys: set[tuple[int, int]] = set()
-        findings: list[ActionFinding] = []
-        for message in messages:
-            for sentence in message.sentences:
-                score = question_score(sentence, first_names)
-                if score is not None and score >= threshold:
-                    question_keys.add((message.index, sentence.sentence_index))
-                    questions.append(
-                        {
-                            "id": stable_numeric_id(
-                                conversation_id, "question", f"{message.index}.{sentence.sentence_index}"
-                            ),
-                            "text": sentence.text,
-                            "type": "question",
-                            "score": score,
-                            "messageIds": [message.id],
-                            "from": message.member.as_from(),
-                        }
-                    )
-                finding = find_action(sentence, first_names)
-                if finding is not None and finding.score >= threshold:
-                    findings.append(finding)
+        for sentence in conversation.sentences():
+            probability = question_probability(sentence, conversation)
+            score = round(question_model.confidence(probability), 2)
+            if is_listed_question(sentence, probability, conversation) and max(score, 0.5) >= threshold:
+                message = messages[sentence.message_index]
+                question_keys.add((message.index, sentence.sentence_index))
+                questions.append(
+                    {
+                        "id": stable_numeric_id(
+                            conversation_id, "question", f"{message.index}.{sentence.sentence_index}"
+                        ),
+                        "text": sentence.text,
+                        "type": "question",
+                        "score": score,
+                        "messageIds": [message.id],
+                        "from": message.member.as_from(),
+                    }
+                )
 
-        assignees = [self._assignee(f, messages, directory) for f in findings]
-        action_items, follow_ups = self._action_bodies(
-            findings, assignees, messages, conversation_id, conversation_start
-        )
+        action_model = load_model("action_items")
+        items = [
+            item
+            for item in select_action_items(conversation)
+            if _item_score(item, action_model, conversation) >= threshold
+        ]
+        assignees = [self._assignee(item, messages, directory) for item in items]
+        action_items, follow_ups = self._action_bodies(items, assignees, conversation)
         phrases_by_message: dict[int, list[dict[str, str]]] = {}
         if options.detect_phrases:
-            for finding in findings:
-                phrase = finding.action_phrase()
+            for item in items:
+                phrase = item.finding.action_phrase() if item.finding is not None else ""
                 if phrase:
-                    phrases_by_message.setdefault(finding.sentence.message_index, []).append(
+                    phrases_by_message.setdefault(item.first.message_index, []).append(
                         {"type": "action_phrase", "text": phrase}
                     )
 
+        topics = [t for t in extract_topics(messages, scores, conversation_id) if t["score"] > 0]
         summary_lines = build_summary(
-            messages,
-            [(f, a.name if isinstance(a, Member) else a) for f, a in zip(findings, assignees, strict=True)],
+            conversation,
+            [(item, a.name if isinstance(a, Member) else a) for item, a in zip(items, assignees, strict=True)],
             question_keys,
-            first_names,
+            [t for t in topics if not t["parentRefs"]],
         )
         ordered_members = list(directory.members.values())
         return ConversationInsights(
@@ -121,12 +140,17 @@ class TextAnalyzer:
                 )
                 for m in messages
             ],
-            topics=[t for t in extract_topics(messages, scores, conversation_id) if t["score"] > 0],
+            topics=topics,
             questions=questions,
             action_items=action_items,
             follow_ups=follow_ups,
             entities=extract_entities(
-                messages, conversation_start, speaker_names, options.entities, self.nlp, detect=options.detect_entities
+                messages,
+                conversation_start,
+                conversation.speaker_names,
+                options.entities,
+                self.nlp,
+                detect=options.detect_entities,
             ),
             summary=[
                 {
@@ -138,15 +162,22 @@ class TextAnalyzer:
             ],
             analytics=compute_analytics(messages, ordered_members),
             trackers=detect_trackers(
-                options.trackers, messages, questions + action_items + follow_ups, vocabulary_docs, conversation_id
+                options.trackers,
+                messages,
+                questions + action_items + follow_ups,
+                conversation.vocabulary_docs,
+                conversation_id,
             ),
             members=[{"id": m.id, "name": m.name, "email": m.email} for m in ordered_members],
         )
 
     @staticmethod
-    def _assignee(finding: ActionFinding, messages: list[TimedMessage], directory: MemberDirectory) -> Member | str:
+    def _assignee(item: ActionItem, messages: list[TimedMessage], directory: MemberDirectory) -> Member | str:
         """The member (or, for someone not in the call, the name) who is to do the task."""
-        message = messages[finding.sentence.message_index]
+        finding = item.finding
+        message = messages[item.first.message_index]
+        if finding is None:
+            return message.member
         if finding.owner is OwnerRole.NAMED and finding.owner_name:
             return directory.by_name(finding.owner_name) or finding.owner_name
         if finding.owner is OwnerRole.ADDRESSEE:
@@ -159,21 +190,18 @@ class TextAnalyzer:
 
     @staticmethod
     def _action_bodies(
-        findings: list[ActionFinding],
-        assignees: list[Member | str],
-        messages: list[TimedMessage],
-        conversation_id: str,
-        conversation_start: datetime,
+        items: list[ActionItem], assignees: list[Member | str], conversation: ParsedConversation
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         action_items: list[dict[str, Any]] = []
         follow_ups: list[dict[str, Any]] = []
-        for finding, assignee in zip(findings, assignees, strict=True):
-            sentence = finding.sentence
-            message = messages[sentence.message_index]
-            key = f"{sentence.message_index}.{sentence.sentence_index}"
+        model = load_model("action_items")
+        for item, assignee in zip(items, assignees, strict=True):
+            finding = item.finding
+            message = conversation.messages[item.first.message_index]
+            key = f"{item.first.message_index}.{item.first.sentence_index}"
             assignee_body = assignee.as_assignee() if isinstance(assignee, Member) else {"name": assignee}
             entities: list[dict[str, Any]] = []
-            if finding.owner_name is not None and finding.owner_offset is not None:
+            if finding is not None and finding.owner_name is not None and finding.owner_offset is not None:
                 entities.append(
                     {
                         "type": "person",
@@ -182,33 +210,43 @@ class TextAnalyzer:
                         "value": {"assignee": True, "name": assignee_body["name"]},
                     }
                 )
+            message_ids = list(dict.fromkeys(conversation.messages[s.message_index].id for s in item.sentences))
             body: dict[str, Any] = {
-                "text": sentence.text,
-                "score": finding.score,
-                "messageIds": [message.id],
+                "text": tidy_spoken(item.text),
+                "score": _item_score(item, model, conversation),
+                "messageIds": message_ids,
                 "entities": entities,
                 "phrases": [],
                 "from": message.member.as_from(),
-                "definitive": finding.definitive,
+                "definitive": item.definitive,
                 "assignee": assignee_body,
             }
             due = next(
                 (
                     moment
+                    for sentence in item.sentences
                     for ent in sentence.span.ents
                     if ent.label_ in {"DATE", "TIME"}
-                    and (moment := resolve_moment(date_phrase(ent), conversation_start)) is not None
+                    and (moment := resolve_moment(date_phrase(ent), conversation.start)) is not None
                 ),
                 None,
             )
             if due is not None:
                 body["dueBy"] = iso_utc(due)
             action_items.append(
-                {"id": stable_numeric_id(conversation_id, "action_item", key), "type": "action_item", **body}
+                {
+                    "id": stable_numeric_id(conversation.conversation_id, "action_item", key),
+                    "type": "action_item",
+                    **body,
+                }
             )
-            if finding.follow_up:
+            if item.follow_up:
                 follow_ups.append(
-                    {"id": stable_numeric_id(conversation_id, "follow_up", key), "type": "follow_up", **body}
+                    {
+                        "id": stable_numeric_id(conversation.conversation_id, "follow_up", key),
+                        "type": "follow_up",
+                        **body,
+                    }
                 )
         return action_items, follow_ups
 
@@ -251,3 +289,10 @@ class TextAnalyzer:
 @spacy.Language.factory("parley_sentence_boundaries")
 def _sentence_boundaries_factory(nlp: spacy.Language, name: str) -> SentenceBoundaries:
     return SentenceBoundaries()
+
+
+def _item_score(item: ActionItem, model: LinearModel, conversation: ParsedConversation) -> float:
+    """The model's confidence in a meeting; in a short call, where the rules decide, the rule's own score."""
+    if not conversation.is_meeting and item.finding is not None:
+        return item.finding.score
+    return round(model.confidence(item.probability), 2)

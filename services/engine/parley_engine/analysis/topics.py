@@ -9,6 +9,7 @@ topic shares its parent's head noun or contains the parent's words ("pricing" > 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from statistics import fmean
@@ -39,6 +40,8 @@ TRIM_ADJECTIVES = {
     "specific", "particular", "several", "huge", "tiny", "key",
 }  # fmt: skip
 MAX_PHRASE_WORDS = 4
+BACKCHANNELS = {"yep", "yeah", "yes", "okay", "ok", "alright", "wow", "oh", "uh", "um", "huh", "mhm", "hmm", "mm"}
+BACKCHANNEL_SHAPE = re.compile(r"(?:m+-?h*m+|u+h+-?h*u+h+|h+m+|uh-huh|mm-hmm)")
 
 
 @dataclass
@@ -72,6 +75,9 @@ def _trimmed(chunk: Span) -> Span | None:
     span = doc[start:end]
     if any(t.is_punct and t.text != "-" for t in span) or any(t.ent_type_ in {"DATE", "TIME", "PERSON"} for t in span):
         return None
+    # Transcribed speech tags backchannels ("Yep", "Mm-hmm") as nouns; they are never what a meeting is about.
+    if any(t.pos_ == "INTJ" or t.lower_ in BACKCHANNELS or BACKCHANNEL_SHAPE.fullmatch(t.lower_) for t in span):
+        return None
     return span
 
 
@@ -89,7 +95,9 @@ def _phrase_candidates(messages: list[TimedMessage]) -> dict[str, _Candidate]:
                 continue
             key = " ".join(words)
             candidate = candidates.setdefault(key, _Candidate(key, span[-1].lemma_.lower(), words))
-            surface = " ".join(t.text if t.pos_ == "PROPN" or t.text.isupper() else t.lower_ for t in span)
+            surface = "".join(
+                (t.text if t.pos_ == "PROPN" or t.text.isupper() else t.lower_) + t.whitespace_ for t in span
+            ).strip()
             candidate.surfaces[surface] += 1
             candidate.message_indexes.add(message.index)
             candidate.count += 1

@@ -1,43 +1,25 @@
-"""Questions, action items and follow-ups from rules on the spaCy parse of each sentence.
+"""Action items and follow-ups: sentences that set someone a concrete task after this moment.
 
-Rules rather than a model because they are explainable, need no training data and are fast: a sentence is a
-question when it ends in "?" or has interrogative syntax; it is an action item when it commits someone to a
-concrete future task (commitment, request, proposal, imperative, or an assignment to a named person).
+``find_action`` reads the spaCy parse for commitments, requests, proposals, imperatives and assignments to a named
+person, with the owner and the task verb. Which of those a person would write down is ranked by a logistic
+regression trained on AMI meetings (``models/action_items.json``): see ``action_item_selection``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from spacy.tokens import Span, Token
 
+from parley_engine.analysis.linear_model import Features, load_model
+from parley_engine.analysis.parsed_conversation import ParsedConversation
+from parley_engine.analysis.questions import WH_WORDS
 from parley_engine.analysis.segmentation import Sentence
-
-# Words that open a sentence without carrying its structure ("So um, okay, can you…").
-DISCOURSE_WORDS = {
-    "so", "and", "but", "okay", "ok", "alright", "well", "um", "umm", "uhm", "uh", "erm", "er", "oh", "yeah",
-    "yes", "yep", "yup", "no", "nope", "right", "also", "then", "now", "sure", "great", "cool", "perfect",
-    "actually", "anyway", "anyways", "hey", "hi", "hello", "thanks", "basically", "honestly", "like", "hmm", "mm",
-    "ah", "fine", "awesome", "alrighty", "gotcha", "totally", "absolutely", "definitely", "or", "plus", "just",
-    "quick", "question", "one", "last", "thing", "sounds", "good", "excellent", "wonderful", "sorry",
-}  # fmt: skip
-WH_WORDS = {"what", "when", "where", "who", "whom", "whose", "why", "how", "which"}
-QUESTION_AUXILIARIES = {
-    "do", "does", "did", "is", "are", "was", "were", "am", "can", "could", "would", "will", "should", "shall",
-    "have", "has", "had", "may", "might", "must", "wo", "ca", "is'nt",
-}  # fmt: skip
-INDIRECT_QUESTION = re.compile(
-    r"^(?:i\s+was\s+wondering|i'm\s+wondering|i\s+am\s+wondering|i\s+wonder|wondering|i'm\s+curious|i\s+am\s+curious"
-    r"|curious)\s+(?:if|whether|what|how|when|why|who|where|about)\b"
-    r"|^any\s+(?:idea|ideas|thoughts|update|updates|news|questions|chance|objections|concerns|feedback)\b"
-    r"|^(?:can|could)\s+(?:someone|somebody|anyone|anybody)\s+(?:tell|explain|remind)\b"
-    r"|^(?:tell|remind)\s+me\s+(?:what|how|when|why|where|who|if|whether)\b"
-    r"|^i'd\s+(?:like|love)\s+to\s+(?:know|understand|hear)\s+(?:what|how|when|why|where|who|if|whether)\b",
-    re.IGNORECASE,
-)
+from parley_engine.analysis.sentence_opening import Opening, sentence_opening
 
 # Verbs that are not tasks even with "I will" in front ("I will say that…", "we'll see").
 NON_TASK_VERBS = {
@@ -103,12 +85,6 @@ class OwnerRole(StrEnum):
 
 
 @dataclass(frozen=True)
-class QuestionFinding:
-    sentence: Sentence
-    score: float
-
-
-@dataclass(frozen=True)
 class ActionFinding:
     sentence: Sentence
     kind: ActionKind
@@ -136,97 +112,6 @@ class ActionFinding:
         while tokens and (tokens[-1].is_punct or tokens[-1].dep_ == "cc"):
             tokens.pop()
         return "".join(t.text_with_ws for t in tokens).strip()
-
-
-@dataclass(frozen=True)
-class _Opening:
-    """Where a sentence's content starts once fillers and a vocative are skipped."""
-
-    index: int
-    vocative: Span | None
-
-
-def _opening(span: Span, member_first_names: set[str]) -> _Opening:
-    vocative: Span | None = None
-    i = 0
-    tokens = list(span)
-    while i < len(tokens):
-        token = tokens[i]
-        lower = token.lower_
-        if token.is_punct or token.is_space or lower in DISCOURSE_WORDS or token.pos_ == "INTJ":
-            i += 1
-            continue
-        # "Maria, could you…" / "Okay Tom, send…": a name followed by a comma addresses someone.
-        end = i
-        while end < len(tokens) and tokens[end].pos_ == "PROPN":
-            end += 1
-        is_name = end > i and (tokens[i].ent_type_ == "PERSON" or lower in member_first_names)
-        if is_name and end < len(tokens) and tokens[end].text == ",":
-            vocative = span[i:end]
-            i = end + 1
-            continue
-        break
-    if vocative is None and len(tokens) >= 3:
-        # "…by Friday, Tom?" — a trailing vocative.
-        end = len(tokens)
-        while end > 0 and tokens[end - 1].is_punct:
-            end -= 1
-        start = end
-        while start > 0 and tokens[start - 1].pos_ == "PROPN":
-            start -= 1
-        if start < end and start > 0 and tokens[start - 1].text == ",":
-            candidate = span[start:end]
-            if candidate[0].ent_type_ == "PERSON" or candidate[0].lower_ in member_first_names:
-                vocative = candidate
-    return _Opening(i, vocative)
-
-
-def question_score(sentence: Sentence, member_first_names: set[str]) -> float | None:
-    """How surely the sentence asks something, or None when it does not."""
-    span = sentence.span
-    text = sentence.text
-    if not any(ch.isalpha() for ch in text):
-        return None
-    if text.rstrip("\"' )").endswith("?"):
-        return 0.95
-    opening = _opening(span, member_first_names)
-    tokens = list(span)[opening.index :]
-    words = [t for t in tokens if not t.is_punct]
-    if len(words) < 2:
-        return None
-    rest = span[opening.index :].text
-    if INDIRECT_QUESTION.search(rest):
-        return 0.8
-    first, second = words[0], words[1]
-    if first.lower_ in {"anything", "anyone", "anybody", "any"} and (
-        first.dep_ == "ROOT" or (first.head.dep_ == "ROOT" and first.head.pos_ == "NOUN")
-    ):
-        # Elliptical questions: "Anything that didn't go well", "Any blockers".
-        return 0.7
-    if first.lower_ in WH_WORDS:
-        if second.lower_ in {"if", "about", "else"} or second.pos_ in {"AUX", "VERB"}:
-            return 0.8 if first.lower_ not in {"when", "where"} or second.pos_ == "AUX" else None
-        if first.lower_ == "how" and second.lower_ in {"many", "much", "long", "often", "far", "soon", "come"}:
-            return 0.8
-        if first.lower_ in {"what", "which", "whose"} and second.pos_ == "NOUN":
-            # "What kind of number were you hoping for": an auxiliary before its subject, a few words in.
-            for left, right in itertools.pairwise(words):
-                if left.pos_ == "AUX" and right.dep_ in {"nsubj", "nsubjpass", "expl"}:
-                    return 0.75
-        return None
-    if first.lower_ in QUESTION_AUXILIARIES and first.pos_ in {"AUX", "VERB"}:
-        subject = second
-        if subject.lower_ in {"n't", "not"} and len(words) > 2:
-            subject = words[2]
-        # The subject must follow before any pause: "Are other customers affected" but not "Will do, I'll…".
-        before_pause = list(itertools.takewhile(lambda t: not t.is_punct, tokens[tokens.index(first) + 1 :]))[:4]
-        if any(w.dep_ in {"nsubj", "nsubjpass", "expl"} for w in before_pause) or (
-            subject.pos_ in {"PRON", "PROPN", "DET"} and subject.lower_ not in {"that", "this"} and first.lower_ != "do"
-        ):
-            return 0.85
-        if subject.lower_ in {"you", "we", "i", "they", "he", "she", "there", "anyone", "anybody", "someone"}:
-            return 0.85
-    return None
 
 
 def _children(token: Token, *deps: str) -> list[Token]:
@@ -325,7 +210,28 @@ def _name_span(token: Token) -> Span:
 
 
 def _has_later_cue(span: Span) -> bool:
-    return bool(LATER_CUES.search(span.text)) or any(e.label_ in {"DATE", "TIME"} for e in span.ents)
+    return bool(LATER_CUES.search(span.text)) or any(
+        e.label_ in {"DATE", "TIME"} and not _is_greeting(e) for e in span.ents
+    )
+
+
+def _is_greeting(ent: Span) -> bool:
+    """ "Good morning" names the time of the greeting, not of a task."""
+    return ent.start > 0 and ent.doc[ent.start - 1].lower_ == "good"
+
+
+def _content_free(finding: ActionFinding) -> bool:
+    """A task whose only object is a pronoun and that names no time ("let's set that up", "I'll do it") says what
+    to do only to someone who heard what came before: not a line to write down on its own."""
+    task = finding.task_verb
+    objects = [c for c in task.children if c.dep_ in {"dobj", "attr", "prep", "xcomp", "ccomp", "dative", "acomp"}]
+    pronoun_only = all(c.pos_ == "PRON" for c in objects)
+    span = finding.sentence.span
+    return (
+        pronoun_only
+        and not any(e.label_ in {"DATE", "TIME"} for e in span.ents)
+        and len([t for t in span if t.is_alpha]) <= SHORT_TASK_WORDS
+    )
 
 
 def _hedged(span: Span, clause: _Clause) -> bool:
@@ -411,7 +317,7 @@ def _let_construction(sentence: Sentence, let: Token) -> ActionFinding | None:
     return None
 
 
-def _imperative(sentence: Sentence, verb: Token, opening: _Opening) -> ActionFinding | None:
+def _imperative(sentence: Sentence, verb: Token, opening: Opening) -> ActionFinding | None:
     span = sentence.span
     subject = _subject(verb)
     if (
@@ -509,7 +415,7 @@ def _declared(sentence: Sentence, clause: _Clause, member_first_names: set[str])
 def find_action(sentence: Sentence, member_first_names: set[str]) -> ActionFinding | None:
     """The first task the sentence sets someone, or None."""
     span = sentence.span
-    opening = _opening(span, member_first_names)
+    opening = sentence_opening(span, member_first_names)
     if opening.index >= len(span):
         return None
     first = span[opening.index]
@@ -553,9 +459,185 @@ def find_action(sentence: Sentence, member_first_names: set[str]) -> ActionFindi
     return finding
 
 
-def content_text(span: Span, member_first_names: set[str]) -> str:
-    """The sentence without its opening fillers and vocative ("So um, Tom, can you…" → "can you…")."""
-    opening = _opening(span, member_first_names)
-    if opening.index >= len(span):
-        return span.text.strip()
-    return span.doc[span.start + opening.index : span.end].text.strip()
+# Parts of speech whose words say what a sentence does rather than what it is about, so the model learns "you'll
+# be working on" and not the subject matter of the meetings it was trained on.
+FUNCTION_POS = {"VERB", "AUX", "PRON", "ADP", "PART", "ADV", "SCONJ", "DET", "INTJ"}
+LATE_MARKS = (0.7, 0.8, 0.85, 0.9, 0.95)
+SHORT_TASK_WORDS = 6
+MIN_ITEMS = 4
+MAX_ITEMS = 12
+WINDOW_MESSAGES = 3
+NEXT_MEETING = re.compile(
+    r"\b(?:next (?:meeting|time|week|call)|before (?:then|the next)|for next|homework|e-?mail)", re.I
+)
+# Selected sentences this close, by one speaker, are one task said in pieces ("for the interface, …").
+MERGE_DISTANCE = 2
+# How many further messages a trailing sentence may run on into.
+CONTINUATION_MESSAGES = 2
+NEIGHBOUR_ACCEPTS = {"okay", "ok", "sure", "yeah", "yes", "yep", "alright", "right", "fine", "cool", "great"}
+
+
+def find_actions(conversation: ParsedConversation) -> list[ActionFinding | None]:
+    """The rule's reading of every sentence of the conversation, in ``conversation.sentences()`` order."""
+    return [find_action(sentence, conversation.first_names) for sentence in conversation.sentences()]
+
+
+def action_features(index: int, findings: list[ActionFinding | None], conversation: ParsedConversation) -> Features:
+    """What the action-item model weighs for sentence ``index``: the rule's reading, where and by whom it was said,
+    its function words, and how many tasks are being handed out around it (assignments come in runs)."""
+    sentences = conversation.sentences()
+    sentence, finding = sentences[index], findings[index]
+    message = conversation.messages[sentence.message_index]
+    span = sentence.span
+    features: Features = {}
+    if finding is None:
+        features["rule=none"] = 1.0
+    else:
+        features[f"kind={finding.kind}"] = 1.0
+        features[f"owner={finding.owner}"] = 1.0
+        for flag in ("hedged", "definitive", "follow_up"):
+            if getattr(finding, flag):
+                features[flag] = 1.0
+    if any(e.label_ in {"DATE", "TIME"} for e in span.ents):
+        features["dated"] = 1.0
+    # Where it falls only means something in a conversation long enough to have an agenda and a wrap-up.
+    if len(conversation.messages) >= 40:
+        position = conversation.relative_position(message.index)
+        for mark in LATE_MARKS:
+            if position >= mark:
+                features[f"late>={mark}"] = 1.0
+        if position < 0.1:
+            features["early"] = 1.0
+    if conversation.chair_id is not None and message.member.id == conversation.chair_id:
+        features["chair"] = 1.0
+    words = [t for t in span if not t.is_punct and not t.is_space]
+    features[
+        f"length={'1-3' if len(words) <= 3 else '4-7' if len(words) <= 7 else '8-15' if len(words) <= 15 else '16+'}"
+    ] = 1.0
+    for token in words:
+        if token.pos_ in FUNCTION_POS:
+            features[f"lemma={token.lemma_.lower()}"] = 1.0
+    lowers = [t.lower_ for t in words]
+    for left, right in itertools.pairwise(lowers):
+        features[f"pair={left} {right}"] = 1.0
+    following = conversation.messages[message.index + 1 : message.index + 2]
+    if following and following[0].member.id != message.member.id:
+        first_word = following[0].text.strip().split(" ", 1)[0].strip(".,!?").lower()
+        if first_word in NEIGHBOUR_ACCEPTS:
+            features["next-accepts"] = 1.0
+    nearby = [
+        i
+        for i in range(max(0, index - 2 * WINDOW_MESSAGES), min(len(sentences), index + 2 * WINDOW_MESSAGES + 1))
+        if i != index and abs(sentences[i].message_index - sentence.message_index) <= WINDOW_MESSAGES
+    ]
+    tasks_nearby = sum(1 for i in nearby if findings[i] is not None)
+    features[f"tasks-nearby={min(tasks_nearby, 3)}"] = 1.0
+    if any(NEXT_MEETING.search(sentences[i].text) for i in [*nearby, index]):
+        features["next-meeting-nearby"] = 1.0
+    return features
+
+
+@dataclass(frozen=True)
+class ActionItem:
+    """A task to write down: one sentence, or adjacent sentences of one speaker that state it together."""
+
+    sentences: list[Sentence]
+    finding: ActionFinding | None
+    probability: float
+
+    @property
+    def first(self) -> Sentence:
+        return self.sentences[0]
+
+    @property
+    def first_key(self) -> tuple[int, int]:
+        return (self.first.message_index, self.first.sentence_index)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+    @property
+    def follow_up(self) -> bool:
+        return bool(FOLLOW_UP.search(self.text))
+
+    @property
+    def definitive(self) -> bool:
+        return self.finding is not None and self.finding.definitive
+
+
+def action_item_budget(word_count: int, words_per_item: float) -> int:
+    """How many items a person would write down: a few per call, more as a meeting runs longer."""
+    return max(MIN_ITEMS, min(MAX_ITEMS, math.ceil(word_count / words_per_item)))
+
+
+def select_action_items(conversation: ParsedConversation) -> list[ActionItem]:
+    """In a meeting, the sentences the model ranks as tasks, at most the budget, adjacent ones of one speaker merged;
+    in a short call, every task the rules find."""
+    model = load_model("action_items")
+    findings = find_actions(conversation)
+    scored = [
+        ScoredSentence(model.probability(action_features(i, findings, conversation)), sentence, findings[i])
+        for i, sentence in enumerate(conversation.sentences())
+    ]
+    if not conversation.is_meeting:
+        # A short call is not what the model learned from (meetings whose summaries list a few tasks): every
+        # explicit task the rules find in it is worth writing down.
+        return [
+            ActionItem([s.sentence], s.finding, s.probability)
+            for s in scored
+            if s.finding is not None and not _content_free(s.finding)
+        ]
+    budget = action_item_budget(conversation.word_count, float(model.metadata["wordsPerItem"]))
+    return choose_action_items(scored, conversation, model.threshold, budget)
+
+
+@dataclass(frozen=True)
+class ScoredSentence:
+    probability: float
+    sentence: Sentence
+    finding: ActionFinding | None
+
+
+def choose_action_items(
+    scored: list[ScoredSentence], conversation: ParsedConversation, threshold: float, budget: int
+) -> list[ActionItem]:
+    """The ``budget`` most probable sentences over ``threshold``, in order, adjacent ones of one speaker merged."""
+    ranked = sorted(
+        (s for s in scored if s.probability >= threshold),
+        key=lambda s: (-s.probability, s.sentence.message_index, s.sentence.sentence_index),
+    )
+    chosen = sorted(ranked[:budget], key=lambda s: (s.sentence.message_index, s.sentence.sentence_index))
+    items: list[ActionItem] = []
+    for candidate in chosen:
+        sentence = candidate.sentence
+        previous = items[-1] if items else None
+        if (
+            previous is not None
+            and sentence.message_index - previous.sentences[-1].message_index <= MERGE_DISTANCE
+            and conversation.messages[sentence.message_index].member.id
+            == conversation.messages[previous.first.message_index].member.id
+        ):
+            items[-1] = ActionItem(
+                [*previous.sentences, sentence],
+                previous.finding or candidate.finding,
+                max(previous.probability, candidate.probability),
+            )
+        else:
+            items.append(ActionItem([sentence], candidate.finding, candidate.probability))
+    return [_with_continuation(item, conversation) for item in items]
+
+
+def _with_continuation(item: ActionItem, conversation: ParsedConversation) -> ActionItem:
+    """The item with the speaker's next messages while its last sentence trails off ("for the interface, …")."""
+    sentences = list(item.sentences)
+    speaker = conversation.messages[item.first.message_index].member.id
+    for _ in range(CONTINUATION_MESSAGES):
+        last = sentences[-1]
+        following = conversation.messages[last.message_index + 1 : last.message_index + 2]
+        last_message = conversation.messages[last.message_index]
+        trailing = last.sentence_index == len(last_message.sentences) - 1 and not last.text.endswith((".", "?", "!"))
+        if not trailing or not following or following[0].member.id != speaker or not following[0].sentences:
+            break
+        sentences.append(following[0].sentences[0])
+    return item if len(sentences) == len(item.sentences) else ActionItem(sentences, item.finding, item.probability)
