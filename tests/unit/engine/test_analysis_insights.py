@@ -222,3 +222,63 @@ def test_members_have_stable_uuid5_ids(analyzer: TextAnalyzer) -> None:
     members = analyze(analyzer, ("Ana", "Hello."), ("Ben", "Hi."), ("Ana", "Bye.")).members
     assert [m["name"] for m in members] == ["Ana", "Ben"]
     assert members[0]["id"][14] == "5" and members[0]["email"] == "ana@x.io"
+
+
+def test_greetings_agenda_talk_and_bare_agreement_are_not_action_items(analyzer: TextAnalyzer) -> None:
+    insights = analyze(
+        analyzer,
+        ("Natalia", "Good morning everyone, let's get started with the launch review."),
+        ("Priya", "Can we also schedule a follow-up call with the Acme team next Monday?"),
+        ("Natalia", "Sure, let's set that up."),
+    )
+    # The bare "let's set that up" accepts the request before it: that request is the task written down.
+    assert texts(insights.action_items) == ["Can we also schedule a follow-up call with the Acme team next Monday?"]
+    assert texts(insights.follow_ups) == texts(insights.action_items)
+
+
+def test_lone_tags_are_not_listed_as_questions(analyzer: TextAnalyzer) -> None:
+    insights = analyze(analyzer, ("Ana", "The rollout went fine."), ("Ana", "Right?"), ("Ben", "Is it live in Europe?"))
+    assert texts(insights.questions) == ["Is it live in Europe?"]
+
+
+def test_action_item_text_reads_as_written_not_as_said(analyzer: TextAnalyzer) -> None:
+    insights = analyze(analyzer, ("Ana", "Um so I'll I'll send the uh the deck by Friday,"), ("Ben", "Okay."))
+    assert texts(insights.action_items) == ["I'll send the deck by Friday."]
+
+
+def test_summary_retells_central_points_as_reported_speech(analyzer: TextAnalyzer) -> None:
+    lines = [
+        ("Ana", "We're gonna need a bigger battery for the remote control because the current battery drains fast."),
+        ("Ben", "The battery in the remote control is the part customers complain about most."),
+        ("Ana", "I am worried that a bigger battery makes the remote control too heavy for older customers."),
+    ]
+    summary = texts(analyze(analyzer, *lines).summary)
+    assert summary[0].startswith("The conversation was mainly about ") and "battery" in summary[0]
+    reported = [line for line in summary if " said that " in line]
+    assert reported, summary
+    assert all(line.endswith(".") and "I " not in line and "gonna" not in line for line in reported)
+    assert "Ana said that the team was going to need a bigger battery" in " ".join(reported)
+
+
+def _long_unpunctuated_meeting(*lines: tuple[str, str]) -> list[tuple[str, str]]:
+    """A meeting past the models' 1,000-word mark, as speech-to-text without punctuation would give it."""
+    filler = [
+        ("Ana", "so the numbers from last week look about the same as the week before"),
+        ("Ben", "yeah the traffic on the new landing page is still growing slowly"),
+        ("Cleo", "and the support queue went down a little after the release on monday"),
+    ]
+    return [*filler * 30, *lines, *filler * 5]
+
+
+def test_questions_are_found_from_their_words_when_speech_to_text_left_no_question_marks(
+    analyzer: TextAnalyzer,
+) -> None:
+    lines = _long_unpunctuated_meeting(
+        ("Ana", "do you think we can ship the new pricing page before the holidays"),
+        ("Ben", "i think we can ship the new pricing page before the holidays"),
+        ("Cleo", "are we still blocked on the migration of the billing service"),
+    )
+    asked = texts(analyze(analyzer, *lines).questions)
+    assert "do you think we can ship the new pricing page before the holidays" in asked
+    assert "are we still blocked on the migration of the billing service" in asked
+    assert "i think we can ship the new pricing page before the holidays" not in asked

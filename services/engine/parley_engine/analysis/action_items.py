@@ -19,7 +19,7 @@ from parley_engine.analysis.linear_model import Features, load_model
 from parley_engine.analysis.parsed_conversation import ParsedConversation
 from parley_engine.analysis.questions import WH_WORDS
 from parley_engine.analysis.segmentation import Sentence
-from parley_engine.analysis.sentence_opening import Opening, sentence_opening
+from parley_engine.analysis.sentence_opening import Opening, content_text, sentence_opening
 
 # Verbs that are not tasks even with "I will" in front ("I will say that…", "we'll see").
 NON_TASK_VERBS = {
@@ -218,6 +218,20 @@ def _has_later_cue(span: Span) -> bool:
 def _is_greeting(ent: Span) -> bool:
     """ "Good morning" names the time of the greeting, not of a task."""
     return ent.start > 0 and ent.doc[ent.start - 1].lower_ == "good"
+
+
+def _accepted_request(acceptance: Sentence, conversation: ParsedConversation) -> Sentence | None:
+    """ "Can we schedule a call with Acme?" — "Sure, let's set that up.": the task is the request just accepted."""
+    message = conversation.messages[acceptance.message_index]
+    if acceptance.sentence_index != 0 or message.index == 0:
+        return None
+    previous = conversation.messages[message.index - 1]
+    if previous.member.id == message.member.id or not previous.sentences:
+        return None
+    request = previous.sentences[-1]
+    if REQUEST_QUESTION.match(content_text(request.span, conversation.first_names)):
+        return request
+    return None
 
 
 def _content_free(finding: ActionFinding) -> bool:
@@ -464,6 +478,7 @@ def find_action(sentence: Sentence, member_first_names: set[str]) -> ActionFindi
 FUNCTION_POS = {"VERB", "AUX", "PRON", "ADP", "PART", "ADV", "SCONJ", "DET", "INTJ"}
 LATE_MARKS = (0.7, 0.8, 0.85, 0.9, 0.95)
 SHORT_TASK_WORDS = 6
+REQUEST_QUESTION = re.compile(r"^(?:can|could|should|shall|would)\s+(?:we|you|someone|somebody)\b", re.IGNORECASE)
 MIN_ITEMS = 4
 MAX_ITEMS = 12
 WINDOW_MESSAGES = 3
@@ -583,11 +598,15 @@ def select_action_items(conversation: ParsedConversation) -> list[ActionItem]:
     if not conversation.is_meeting:
         # A short call is not what the model learned from (meetings whose summaries list a few tasks): every
         # explicit task the rules find in it is worth writing down.
-        return [
-            ActionItem([s.sentence], s.finding, s.probability)
-            for s in scored
-            if s.finding is not None and not _content_free(s.finding)
-        ]
+        items = []
+        for candidate in scored:
+            if candidate.finding is None:
+                continue
+            if not _content_free(candidate.finding):
+                items.append(ActionItem([candidate.sentence], candidate.finding, candidate.probability))
+            elif (request := _accepted_request(candidate.sentence, conversation)) is not None:
+                items.append(ActionItem([request], candidate.finding, candidate.probability))
+        return items
     budget = action_item_budget(conversation.word_count, float(model.metadata["wordsPerItem"]))
     return choose_action_items(scored, conversation, model.threshold, budget)
 

@@ -15,12 +15,12 @@ from spacy.tokens import Doc
 
 from parley_engine.analysis.action_items import ActionItem, OwnerRole, select_action_items
 from parley_engine.analysis.analytics import compute_analytics
-from parley_engine.analysis.dates import date_phrase, iso_utc, resolve_moment
+from parley_engine.analysis.dates import date_phrase, iso_utc, resolve_moment, tense_direction
 from parley_engine.analysis.entities import extract_entities, mark_speakers, speaker_ruler
 from parley_engine.analysis.identity import Member, MemberDirectory, stable_numeric_id
 from parley_engine.analysis.linear_model import LinearModel, load_model
 from parley_engine.analysis.parsed_conversation import ParsedConversation
-from parley_engine.analysis.questions import is_listed_question, question_probability
+from parley_engine.analysis.questions import is_listed_question, question_probability, question_threshold
 from parley_engine.analysis.segmentation import Sentence, SentenceBoundaries, TimedMessage, settle_timings
 from parley_engine.analysis.sentiment import SentimentScorer, sentiment_body
 from parley_engine.analysis.spoken_text import tidy_spoken
@@ -91,7 +91,7 @@ class TextAnalyzer:
         question_keys: set[tuple[int, int]] = set()
         for sentence in conversation.sentences():
             probability = question_probability(sentence, conversation)
-            score = round(question_model.confidence(probability), 2)
+            score = round(question_model.confidence(probability, question_threshold(conversation)), 2)
             if is_listed_question(sentence, probability, conversation) and max(score, 0.5) >= threshold:
                 message = messages[sentence.message_index]
                 question_keys.add((message.index, sentence.sentence_index))
@@ -227,7 +227,8 @@ class TextAnalyzer:
                     for sentence in item.sentences
                     for ent in sentence.span.ents
                     if ent.label_ in {"DATE", "TIME"}
-                    and (moment := resolve_moment(date_phrase(ent), conversation.start)) is not None
+                    and (moment := resolve_moment(date_phrase(ent), conversation.start, tense_direction(ent)))
+                    is not None
                 ),
                 None,
             )

@@ -36,12 +36,13 @@ class LinearModel:
         e = math.exp(z)
         return e / (1.0 + e)
 
-    def confidence(self, probability: float) -> float:
-        """The probability rescaled so that the decision threshold reads 0.5, as Symbl's ``confidenceThreshold``
-        (default 0.5) expects of an item's ``score``."""
-        if probability >= self.threshold:
-            return 0.5 + 0.5 * (probability - self.threshold) / max(1e-9, 1.0 - self.threshold)
-        return 0.5 * probability / max(1e-9, self.threshold)
+    def confidence(self, probability: float, threshold: float | None = None) -> float:
+        """The probability rescaled so that the decision threshold (the model's, unless given) reads 0.5, as
+        Symbl's ``confidenceThreshold`` (default 0.5) expects of an item's ``score``."""
+        threshold = self.threshold if threshold is None else threshold
+        if probability >= threshold:
+            return 0.5 + 0.5 * (probability - threshold) / max(1e-9, 1.0 - threshold)
+        return 0.5 * probability / max(1e-9, threshold)
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> LinearModel:

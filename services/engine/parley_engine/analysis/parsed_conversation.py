@@ -71,6 +71,11 @@ class ParsedConversation:
         return self.word_count >= MEETING_WORDS
 
     def sentences(self) -> list[Sentence]:
+        """Every sentence in order (built once: the stages index into it)."""
+        return self._sentences
+
+    @cached_property
+    def _sentences(self) -> list[Sentence]:
         return [sentence for message in self.messages for sentence in message.sentences]
 
     def relative_position(self, message_index: int) -> float:

@@ -81,6 +81,7 @@ def question_rule_score(sentence: Sentence, member_first_names: set[str]) -> flo
     return None
 
 
+TAG_WORDS = {"right", "okay", "ok", "yeah", "yes", "no", "correct", "huh", "see", "eh", "nuh", "alright", "true", "hm"}
 # The rule's score from which a short exchange's sentence counts as asked by its syntax alone.
 SYNTAX_QUESTION = 0.75
 # How many closing words the model reads ("…, right", "… or not").
@@ -147,13 +148,25 @@ def question_probability(sentence: Sentence, conversation: ParsedConversation) -
     return load_model("questions").probability(question_features(sentence, conversation))
 
 
+def is_lone_tag(sentence: Sentence) -> bool:
+    """ "Right?", "Okay?", "Yeah?": a bid for agreement, not a question anyone wants listed."""
+    words = [t.lower_ for t in sentence.span if not t.is_punct and not t.is_space]
+    return len(words) == 0 or (len(words) == 1 and words[0] in TAG_WORDS)
+
+
+def question_threshold(conversation: ParsedConversation) -> float:
+    """The decision threshold for this kind of text (chosen apart for punctuated and unpunctuated text)."""
+    model = load_model("questions")
+    kind = "punctuated" if conversation.punctuated else "unpunctuated"
+    return float(model.metadata.get("thresholds", {}).get(kind, model.threshold))
+
+
 def is_listed_question(sentence: Sentence, probability: float, conversation: ParsedConversation) -> bool:
-    """A question a person wants listed: not a lone tag ("right?", "okay?"), and the model says so, or, in a short
-    exchange (where a writer's missing "?" is a slip, not a statement), its syntax asks."""
-    words = [t for t in sentence.span if t.is_alpha]
-    if len(words) < 2:
+    """A question a person wants listed: not a lone tag, and the model says so, or, in a short exchange (where a
+    writer's missing "?" is a slip, not a statement), its syntax asks."""
+    if is_lone_tag(sentence):
         return False
-    if probability >= load_model("questions").threshold:
+    if probability >= question_threshold(conversation):
         return True
     if conversation.is_meeting:
         return False

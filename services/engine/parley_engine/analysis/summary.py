@@ -100,6 +100,8 @@ def _shifted(token: Token) -> str:
         if lower in {"'s", "is"} and token.lemma_ not in {"be"}:
             return "had" if token.lemma_ == "have" else token.text
         shifted = BACKSHIFT[lower]
+        if shifted == "were" and previous == "we":
+            return "was"  # "we're" → "the team was"
         # "they was" → "they were": the shifted "I" is plural in form.
         if shifted == "was" and token.i > 0 and token.doc[token.i - 1].lower_ in {"i", "you", "they"}:
             return "were"
