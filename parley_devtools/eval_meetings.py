@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from parley_engine.analysis.linear_model import load_model
 
 from evaluation.corpora.meetings import (
     DEFAULT_DATA_DIR,
@@ -236,6 +238,17 @@ def report(scores: Scores, split: Split, command: str) -> str:
             f"(human summaries: {sum(scores.human_items_per_meeting)} action sentences, "
             f"{scores.action_items.labelled} linked acts).",
         ]
+    lines += [
+        "",
+        "## The models behind these figures",
+        "",
+        "Trained on the tuning parts only (`.venv/bin/python -m parley_devtools.train_insight_models`); their "
+        "out-of-fold figures on those parts, as stored with each model:",
+        "",
+    ]
+    for name in ("questions", "action_items"):
+        model = load_model(name)
+        lines.append(f"- `{name}`: {json.dumps(model.metadata.get('outOfFold'))}")
     for title, examples in scores.examples.items():
         lines += ["", f"## Examples: {title}", ""]
         for example in examples:

@@ -3,8 +3,8 @@
 Run: ``.venv/bin/python -m parley_devtools.train_insight_models`` (both models) or ``--model questions``.
 
 - ``questions``: ICSI MRDA meetings, every unit twice (with the transcribers' punctuation and without any), label
-  = the unit's dialogue-act tag is a question. The threshold is the lowest that keeps out-of-fold precision at
-  ``QUESTION_PRECISION`` on unpunctuated text.
+  = the unit's dialogue-act tag is a question. The threshold is chosen apart for punctuated and unpunctuated
+  text, the lowest that keeps out-of-fold precision at ``QUESTION_PRECISION``.
 - ``action_items``: AMI meetings, label = the dialogue act is linked to a sentence of the human summary's actions.
   The threshold and the words-per-item budget are chosen on out-of-fold predictions, by running the engine's own
   selection (``choose_action_items``) and scoring it as the evaluation does.
@@ -55,7 +55,9 @@ MEETING_DATE = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 FOLDS = 5
 # A feature seen in fewer training sentences than this is noise the model would memorise.
 MIN_FEATURE_COUNT = 5
-QUESTION_PRECISION = 0.87
+# Out-of-fold precision each kind of text must reach: above the 0.85 target, since held-apart meetings come out a
+# few points lower than the folds.
+QUESTION_PRECISION = {"punctuated": 0.93, "unpunctuated": 0.90}
 REGULARISATION = {"questions": [1.0], "action_items": [0.03, 0.1, 0.3]}
 THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16)
 WORDS_PER_ITEM = (600.0, 800.0, 1000.0, 1300.0)
@@ -201,11 +203,11 @@ def question_figures(examples: Examples, probabilities: np.ndarray, thresholds: 
 
 
 def best_threshold(examples: Examples, probabilities: np.ndarray, condition: str) -> float:
-    """The lowest threshold whose out-of-fold precision on this kind of text reaches ``QUESTION_PRECISION``."""
+    """The lowest threshold whose out-of-fold precision on this kind of text reaches its ``QUESTION_PRECISION``."""
     for candidate in np.arange(0.05, 0.95, 0.01):
         threshold = round(float(candidate), 2)
         figures = question_figures(examples, probabilities, {"punctuated": threshold, "unpunctuated": threshold})
-        if figures[condition]["precision"] >= QUESTION_PRECISION:
+        if figures[condition]["precision"] >= QUESTION_PRECISION[condition]:
             return threshold
     return 0.95
 

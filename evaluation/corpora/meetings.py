@@ -1,8 +1,8 @@
 """Loading the three tuning corpora into one shape: a meeting is a list of timed, attributed utterances.
 
 Split rule: a quarter of each corpus, chosen by a hash of its name, is held apart (``check``); the rest is for
-tuning (``tune``). AMI splits by scenario series (ES2008a to ES2008d stay together, so a series' running topics and people
-cannot leak from tuning into checking); QMSum uses its own ``val`` folder as the held-apart part.
+tuning (``tune``). AMI splits by scenario series (ES2008a to ES2008d stay together, so a series' running topics
+and people cannot leak from tuning into checking); QMSum uses its own ``val`` folder as the held-apart part.
 """
 
 from __future__ import annotations

@@ -110,8 +110,9 @@ def _shifted(token: Token) -> str:
 
 
 def reported(span: Span, speaker: str, member_first_names: set[str]) -> str | None:
-    """The sentence as reported speech ("Anna said that the team would …"), or None if it is not a clause."""
-    if not _is_clause(span):
+    """The sentence as reported speech ("Anna said that the team would …"), or None if it is not a clause or is too
+    long to read as one point."""
+    if not _is_clause(span) or sum(1 for t in span if t.is_alpha) > MAX_POINT_WORDS:
         return None
     start = span.start + sentence_opening(span, member_first_names).index
     words: list[str] = []
