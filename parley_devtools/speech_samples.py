@@ -24,6 +24,11 @@ from av.container import InputContainer, OutputContainer
 
 SAMPLE_RATE = 16_000
 VOICES = ("kal", "slt", "rms", "awb")
+# Every general-purpose voice of Debian's flite (``flite -lv``; ``awb_time`` only speaks clock times). ``kal16`` is
+# the kal speaker recorded at 16 kHz, a different voice build from the 8 kHz ``kal``.
+ALL_VOICES = ("kal", "kal16", "slt", "rms", "awb")
+# flite's ``duration_stretch``: below 1 speaks faster, above 1 slower.
+NORMAL_PACE = 1.0
 # Silence between turns of a conversation, and before the first one (recognizers clip leading speech less).
 TURN_PAUSE_SECONDS = 0.6
 
@@ -34,28 +39,36 @@ Samples = npt.NDArray[np.float32]
 class Turn:
     voice: str
     text: str
+    pace: float = NORMAL_PACE  # flite's duration_stretch for this turn
 
 
 @dataclass(frozen=True)
 class PlacedTurn:
-    """Where a synthesized turn sits in a conversation file (seconds) and on which channel (1-based)."""
+    """Where a synthesized turn sits in a conversation file (seconds) and on which channel (1-based).
+
+    ``start``/``end`` bound flite's whole clip, which opens with about 0.2 s of silence and closes with up to
+    0.25 s; ``speech_start``/``speech_end`` bound the audible voice inside it, what word times should match.
+    """
 
     voice: str
     text: str
     start: float
     end: float
     channel: int
+    speech_start: float
+    speech_end: float
 
 
 def flite_available() -> bool:
     return shutil.which("flite") is not None
 
 
-def synthesize_samples(text: str, voice: str) -> Samples:
-    """``text`` spoken by a flite voice, as 16 kHz mono float32 samples."""
+def synthesize_samples(text: str, voice: str, *, pace: float = NORMAL_PACE) -> Samples:
+    """``text`` spoken by a flite voice at ``pace`` (duration stretch), as 16 kHz mono float32 samples."""
     with tempfile.TemporaryDirectory(prefix="parley-flite-") as scratch:
         wav_path = Path(scratch) / "speech.wav"
-        subprocess.run(["flite", "-voice", voice, "-t", text, str(wav_path)], check=True, capture_output=True)
+        command = ["flite", "-voice", voice, "--setf", f"duration_stretch={pace:g}", "-t", text, str(wav_path)]
+        subprocess.run(command, check=True, capture_output=True)
         samples, rate = read_wav(wav_path)
     return _resample(samples, rate, SAMPLE_RATE)
 
@@ -81,17 +94,39 @@ def synthesize_conversation(turns: Sequence[Turn], path: Path, *, stereo: bool =
     placed: list[PlacedTurn] = []
     cursor = pause.size
     for turn in turns:
-        speech = synthesize_samples(turn.text, turn.voice)
+        speech = synthesize_samples(turn.text, turn.voice, pace=turn.pace)
         channel = voices.index(turn.voice) + 1 if stereo else 1
         block = np.zeros((channel_count, speech.size + pause.size), dtype=np.float32)
         block[channel - 1, : speech.size] = speech
         pieces.append(block)
+        audible_start, audible_end = audible_span(speech)
         placed.append(
-            PlacedTurn(turn.voice, turn.text, cursor / SAMPLE_RATE, (cursor + speech.size) / SAMPLE_RATE, channel)
+            PlacedTurn(
+                turn.voice,
+                turn.text,
+                start=cursor / SAMPLE_RATE,
+                end=(cursor + speech.size) / SAMPLE_RATE,
+                channel=channel,
+                speech_start=(cursor + audible_start) / SAMPLE_RATE,
+                speech_end=(cursor + audible_end) / SAMPLE_RATE,
+            )
         )
         cursor += block.shape[1]
     write_wav(path, np.concatenate(pieces, axis=1))
     return placed
+
+
+# A sample louder than this share of the clip's peak is voice; flite's silences are digital zeros or near them.
+_AUDIBLE_SHARE_OF_PEAK = 0.02
+
+
+def audible_span(samples: Samples) -> tuple[int, int]:
+    """First and one-past-last sample index where the clip is audible (the whole clip if it never is)."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    loud = np.flatnonzero(np.abs(samples) > peak * _AUDIBLE_SHARE_OF_PEAK) if peak > 0 else np.array([], dtype=int)
+    if loud.size == 0:
+        return 0, samples.size
+    return int(loud[0]), int(loud[-1]) + 1
 
 
 def read_wav(path: Path) -> tuple[Samples, int]:

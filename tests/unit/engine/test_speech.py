@@ -1,6 +1,7 @@
 """Speech-to-text end to end on synthetic flite speech: formats, timings, channels, and the failures callers see.
 
-Audio is generated at test time; the recognizer (Whisper tiny.en, ~1 s to load) is shared by the module.
+Audio is generated at test time; the recognizer (Whisper base, ~2 s to load) is shared by the module. It runs
+without diarization here, so single-channel audio is one speaker; test_diarization covers speakers of mono audio.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from parley_engine.speech import MediaError, NoAudioTrack, SpeechOptions, Speech
 
 from parley_devtools.eval_speech import word_error_rate
 from parley_devtools.speech_samples import (
+    PlacedTurn,
     Turn,
     convert_audio,
     flite_available,
@@ -32,7 +34,7 @@ BOB_LINES = ["Happy to be here. Shall we start with the budget?"]
 
 @pytest.fixture(scope="module")
 def recognizer() -> SpeechRecognizer:
-    return SpeechRecognizer()
+    return SpeechRecognizer(diarize=False)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,14 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         stereo=True,
     )
     return directory
+
+
+@pytest.fixture(scope="module")
+def mono_call(media_dir: Path) -> tuple[Path, list[PlacedTurn]]:
+    """Three sentences in two voices on one channel, with where each voice really starts and stops."""
+    turns = [Turn("slt", ALICE_LINES[0]), Turn("rms", BOB_LINES[0]), Turn("awb", ALICE_LINES[1])]
+    path = media_dir / "mono-call.wav"
+    return path, synthesize_conversation(turns, path)
 
 
 def transcript(utterances: list[Utterance]) -> str:
@@ -85,6 +95,21 @@ def test_word_timings_are_ordered_and_inside_the_recording(recognizer: SpeechRec
         assert utterance.start_offset == utterance.words[0].start_offset
         assert utterance.end_offset == utterance.words[-1].end_offset
         assert utterance.text == " ".join(word.word for word in utterance.words)
+
+
+def test_word_times_match_where_each_sentence_is_spoken(
+    recognizer: SpeechRecognizer, mono_call: tuple[Path, list[PlacedTurn]]
+) -> None:
+    path, placed = mono_call
+    utterances = recognizer.transcribe(path, SpeechOptions(), id_prefix=ID_PREFIX)
+
+    words = [word for utterance in utterances for word in utterance.words or []]
+    for turn in placed:
+        # Words whose middle falls inside this sentence's audio (the 0.6 s pauses keep sentences apart).
+        inside = [w for w in words if turn.start <= (w.start_offset + w.end_offset) / 2 <= turn.end]
+        assert word_error_rate(turn.text, " ".join(word.word for word in inside)) < 0.35
+        assert inside[0].start_offset == pytest.approx(turn.speech_start, abs=0.5)
+        assert inside[-1].end_offset == pytest.approx(turn.speech_end, abs=0.5)
 
 
 def test_stereo_with_channel_metadata_names_each_channels_speaker(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from parley_engine.speech import SpeechOptions
+from parley_engine.speech.recognizer import joined_words
 from parley_engine.speech.sentences import RecognizedWord, sentence_text, split_sentences
 from parley_engine.speech.vocabulary import VocabularyCorrector, edit_distance
 
@@ -98,6 +101,42 @@ def test_wer_normalizes_case_punctuation_and_numbers() -> None:
     )
     assert word_error_rate("Can you send it by Friday?", "can you send it by friday") == 0.0
     assert word_error_rate("one two three four", "one too three") == pytest.approx(0.5)
+
+
+def test_wer_spells_out_contractions_and_settles_spellings() -> None:
+    assert normalize_words("I'm sure they're OK, it's alright; Mira's behaviour won't change.") == [
+        *["i", "am", "sure", "they", "are", "okay", "it", "is", "all", "right"],
+        *["mira's", "behavior", "will", "not", "change"],
+    ]
+    assert word_error_rate("I'll send the behavioural notes.", "I will send the behavioral notes") == 0.0
+    # Still a real error when the words differ.
+    assert word_error_rate("I'll send it", "I'd send it") == pytest.approx(1 / 4)
+
+
+@dataclass(frozen=True)
+class FasterWhisperWord:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+def test_pieces_without_a_leading_space_join_the_word_before_them() -> None:
+    # faster-whisper reports "160,000" as " 160" + ",000": one word, spanning both pieces' times.
+    pieces = [
+        FasterWhisperWord(" He", 0.0, 0.2, 0.9),
+        FasterWhisperWord(" asked", 0.2, 0.5, 0.8),
+        FasterWhisperWord(" 160", 0.5, 0.9, 0.7),
+        FasterWhisperWord(",000", 0.9, 1.3, 0.6),
+        FasterWhisperWord(" base.", 1.3, 1.7, 0.95),
+        FasterWhisperWord(" ", 1.7, 1.7, 0.1),
+    ]
+
+    words = list(joined_words(pieces))
+
+    assert [word.text for word in words] == ["He", "asked", "160,000", "base."]
+    assert (words[2].start, words[2].end, words[2].probability) == (0.5, 1.3, 0.6)
+    assert sentence_text(words) == "He asked 160,000 base."
 
 
 def test_a_term_written_as_one_word_may_be_heard_as_several() -> None:

@@ -29,9 +29,13 @@ class SpeechOptions(_CamelModel):
     channel_metadata: list[ChannelSpeaker] = Field(default_factory=list)
     enable_separate_recognition_per_channel: bool = False
     enable_speaker_diarization: bool = Field(
-        False, description="accepted, but no offline diarization model exists: audio without channels is one speaker"
+        False,
+        description="accepted; single-channel audio is always diarized when the speaker encoder's weights are"
+        " installed (the resemblyzer wheel), else it is one speaker",
     )
-    diarization_speaker_count: int | None = None
+    diarization_speaker_count: int | None = Field(
+        None, ge=1, description="how many speakers single-channel audio has; unset: found by clustering"
+    )
 
     @property
     def wants_channels(self) -> bool:
