@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from parley_engine.analysis.linear_model import load_model
+from parley_engine.analysis.questions import TAG_WORDS
 
 from evaluation.corpora.meetings import (
     DEFAULT_DATA_DIR,
@@ -62,6 +63,8 @@ class Scores:
     items_per_meeting: list[int] = field(default_factory=list)
     human_items_per_meeting: list[int] = field(default_factory=list)
     questions: dict[bool, Counts] = field(default_factory=lambda: {True: Counts(), False: Counts()})
+    # The same, against the labelled questions that are not lone tags ("right?"), which the engine never lists.
+    questions_without_tags: dict[bool, Counts] = field(default_factory=lambda: {True: Counts(), False: Counts()})
     summary: SummaryScores = field(default_factory=SummaryScores)
     topics: Counts = field(default_factory=Counts)
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -118,7 +121,10 @@ def score_ami(meeting: Meeting, bodies: dict[str, Any], scores: Scores) -> None:
 def score_mrda(meeting: Meeting, bodies: dict[str, Any], scores: Scores, *, punctuated: bool) -> None:
     unit_of = bodies["unitOf"]
     predicted = {unit_of[i] for question in bodies["questions"]["questions"] for i in question["messageIds"]}
-    scores.questions[punctuated] += score_units(predicted, set(meeting.labels["questionUnits"]))
+    labelled = set(meeting.labels["questionUnits"])
+    scores.questions[punctuated] += score_units(predicted, labelled)
+    tags = {u.unit_id for u in meeting.utterances if u.text.strip(" .?!,").lower() in TAG_WORDS}
+    scores.questions_without_tags[punctuated] += score_units(predicted - tags, labelled - tags)
 
 
 def score_qmsum(meeting: Meeting, bodies: dict[str, Any], scores: Scores) -> None:
@@ -196,6 +202,9 @@ def figures(scores: Scores) -> dict[str, float]:
             condition = "punctuated" if punctuated else "unpunctuated"
             result[f"questions recall, {condition}"] = counts.recall
             result[f"questions precision, {condition}"] = counts.precision
+            result[f"questions recall, {condition}, lone tags not counted"] = scores.questions_without_tags[
+                punctuated
+            ].recall
     if scores.summary.rouge1:
         result["summary ROUGE-1 F1"] = statistics.fmean(scores.summary.rouge1)
         result["summary length / reference"] = statistics.median(scores.summary.length_ratios)
