@@ -27,8 +27,9 @@ VOICES = ("kal", "slt", "rms", "awb")
 # Every general-purpose voice of Debian's flite (``flite -lv``; ``awb_time`` only speaks clock times). ``kal16`` is
 # the kal speaker recorded at 16 kHz, a different voice build from the 8 kHz ``kal``.
 ALL_VOICES = ("kal", "kal16", "slt", "rms", "awb")
-# flite's ``duration_stretch``: below 1 speaks faster, above 1 slower.
-NORMAL_PACE = 1.0
+# A turn's pace is flite's ``duration_stretch`` (below 1 speaks faster, above 1 slower), or None for the voice's
+# own default, which is not always 1 (kal and kal16 speak at 1.1).
+DEFAULT_PACE: float | None = None
 # Silence between turns of a conversation, and before the first one (recognizers clip leading speech less).
 TURN_PAUSE_SECONDS = 0.6
 
@@ -39,7 +40,7 @@ Samples = npt.NDArray[np.float32]
 class Turn:
     voice: str
     text: str
-    pace: float = NORMAL_PACE  # flite's duration_stretch for this turn
+    pace: float | None = DEFAULT_PACE  # flite's duration_stretch for this turn; None: the voice's own
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,12 @@ def flite_available() -> bool:
     return shutil.which("flite") is not None
 
 
-def synthesize_samples(text: str, voice: str, *, pace: float = NORMAL_PACE) -> Samples:
+def synthesize_samples(text: str, voice: str, *, pace: float | None = DEFAULT_PACE) -> Samples:
     """``text`` spoken by a flite voice at ``pace`` (duration stretch), as 16 kHz mono float32 samples."""
     with tempfile.TemporaryDirectory(prefix="parley-flite-") as scratch:
         wav_path = Path(scratch) / "speech.wav"
-        command = ["flite", "-voice", voice, "--setf", f"duration_stretch={pace:g}", "-t", text, str(wav_path)]
+        stretch = [] if pace is None else ["--setf", f"duration_stretch={pace:g}"]
+        command = ["flite", "-voice", voice, *stretch, "-t", text, str(wav_path)]
         subprocess.run(command, check=True, capture_output=True)
         samples, rate = read_wav(wav_path)
     return _resample(samples, rate, SAMPLE_RATE)
