@@ -282,3 +282,13 @@ def test_questions_are_found_from_their_words_when_speech_to_text_left_no_questi
     assert "do you think we can ship the new pricing page before the holidays" in asked
     assert "are we still blocked on the migration of the billing service" in asked
     assert "i think we can ship the new pricing page before the holidays" not in asked
+
+
+def test_an_answer_before_a_task_is_not_part_of_what_is_written_down(analyzer: TextAnalyzer) -> None:
+    insights = analyze(
+        analyzer,
+        ("Tom", "Did the customer get the refund?"),
+        ("Sara", "Not yet, I will call them tomorrow morning and confirm the refund."),
+    )
+    assert texts(insights.action_items) == ["I will call them tomorrow morning and confirm the refund."]
+    assert "Sara will call them tomorrow morning and confirm the refund." in texts(insights.summary)

@@ -19,7 +19,8 @@ from parley_engine.analysis.linear_model import Features, load_model
 from parley_engine.analysis.parsed_conversation import ParsedConversation
 from parley_engine.analysis.questions import WH_WORDS
 from parley_engine.analysis.segmentation import Sentence
-from parley_engine.analysis.sentence_opening import Opening, content_text, sentence_opening
+from parley_engine.analysis.sentence_opening import Opening, clause_start, content_text, sentence_opening
+from parley_engine.analysis.spoken_text import tidy_spoken
 
 # Verbs that are not tasks even with "I will" in front ("I will say that…", "we'll see").
 NON_TASK_VERBS = {
@@ -571,6 +572,12 @@ class ActionItem:
     @property
     def text(self) -> str:
         return " ".join(s.text for s in self.sentences)
+
+    def written_text(self, member_first_names: set[str]) -> str:
+        """The task as a note-taker writes it: from its clause on ("Not yet, I will call" → "I will call"), tidied."""
+        span = self.first.span
+        first = span.doc[clause_start(span, member_first_names, keep_opening=True) : span.end].text.strip()
+        return tidy_spoken(" ".join([first, *(s.text for s in self.sentences[1:])]))
 
     @property
     def follow_up(self) -> bool:

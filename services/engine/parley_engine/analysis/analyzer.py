@@ -23,7 +23,6 @@ from parley_engine.analysis.parsed_conversation import ParsedConversation
 from parley_engine.analysis.questions import is_listed_question, question_probability, question_threshold
 from parley_engine.analysis.segmentation import Sentence, SentenceBoundaries, TimedMessage, settle_timings
 from parley_engine.analysis.sentiment import SentimentScorer, sentiment_body
-from parley_engine.analysis.spoken_text import tidy_spoken
 from parley_engine.analysis.summary import build_summary
 from parley_engine.analysis.topics import extract_topics
 from parley_engine.analysis.trackers import detect_trackers, tracker_vocabulary
@@ -212,7 +211,7 @@ class TextAnalyzer:
                 )
             message_ids = list(dict.fromkeys(conversation.messages[s.message_index].id for s in item.sentences))
             body: dict[str, Any] = {
-                "text": tidy_spoken(item.text),
+                "text": item.written_text(conversation.first_names),
                 "score": _item_score(item, model, conversation),
                 "messageIds": message_ids,
                 "entities": entities,

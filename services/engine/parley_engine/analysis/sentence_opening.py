@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from spacy.tokens import Span
 
+# An answer before the clause ("Not yet, …", "Of course, …") is at most this many words.
+ANSWER_WORDS = 3
 # Words that open a sentence without carrying its structure ("So um, okay, can you…").
 DISCOURSE_WORDS = {
     "so", "and", "but", "okay", "ok", "alright", "well", "um", "umm", "uhm", "uh", "erm", "er", "oh", "yeah",
@@ -68,3 +70,15 @@ def content_text(span: Span, member_first_names: set[str]) -> str:
     if opening.index >= len(span):
         return span.text.strip()
     return span.doc[span.start + opening.index : span.end].text.strip()
+
+
+def clause_start(span: Span, member_first_names: set[str], *, keep_opening: bool = False) -> int:
+    """Where the sentence's clause starts: after its opening words (unless ``keep_opening``: a vocative or "please"
+    says who is asked and how) and any verbless answer before a comma ("Not yet, I will call them" → "I will…")."""
+    start = span.start if keep_opening else span.start + sentence_opening(span, member_first_names).index
+    for token in span.doc[start : min(span.end, start + ANSWER_WORDS + 1)]:
+        if token.pos_ in {"VERB", "AUX", "PROPN"}:
+            break
+        if token.text == "," and token.i + 1 < span.end:
+            return token.i + 1
+    return start

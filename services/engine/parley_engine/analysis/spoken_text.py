@@ -14,7 +14,8 @@ INTERJECTED = re.compile(r",?\s*\b(?:you know|i mean|like i said|sort of|kind of
 # A run of one to four words said again at once: "we're gonna we're gonna", "the the", "to to".
 RESTART = re.compile(r"\b((?:[\w']+[\s,]+){0,3}[\w']+)(?:[\s,]+\1\b)+", re.IGNORECASE)
 OPENING = re.compile(
-    r"^(?:(?:so|and|but|okay|ok|alright|all right|well|right|yeah|yes|now|then|anyway|oh|also|um|uh)\b[\s,.]*)+",
+    r"^(?:(?:so|and|but|okay|ok|alright|all right|well|right|yeah|yes|sure|great|perfect|thanks|now|then|anyway|oh"
+    r"|also|um|uh)\b[\s,.]*)+",
     re.IGNORECASE,
 )
 # Doubled words that English writes twice on purpose ("the thing is that that works", "we had had it").

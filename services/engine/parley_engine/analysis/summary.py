@@ -26,7 +26,7 @@ from spacy.tokens import Span, Token
 from parley_engine.analysis.action_items import ActionFinding, ActionItem, ActionKind, OwnerRole
 from parley_engine.analysis.parsed_conversation import ParsedConversation
 from parley_engine.analysis.segmentation import Sentence
-from parley_engine.analysis.sentence_opening import content_text, sentence_opening
+from parley_engine.analysis.sentence_opening import clause_start, content_text
 from parley_engine.analysis.spoken_text import tidy_spoken
 
 CONTENT_POS = {"NOUN", "PROPN", "VERB", "ADJ", "NUM"}
@@ -114,7 +114,7 @@ def reported(span: Span, speaker: str, member_first_names: set[str]) -> str | No
     long to read as one point."""
     if not _is_clause(span) or sum(1 for t in span if t.is_alpha) > MAX_POINT_WORDS:
         return None
-    start = span.start + sentence_opening(span, member_first_names).index
+    start = clause_start(span, member_first_names)
     words: list[str] = []
     for token in span.doc[start : span.end]:
         text = _shifted(token)
@@ -217,7 +217,8 @@ def _replace_speaker_pronouns(text: str, speaker: str) -> str:
 
 def rewrite_action(finding: ActionFinding, speaker: str, assignee: str, member_first_names: set[str]) -> str:
     """The action item as a summary line with its owner as the subject."""
-    text = content_text(finding.sentence.span, member_first_names)
+    span = finding.sentence.span
+    text = span.doc[clause_start(span, member_first_names) : span.end].text.strip()
     owner = assignee
     patterns: list[tuple[str, str]] = []
     if finding.kind in {ActionKind.COMMITMENT, ActionKind.PROPOSAL}:
