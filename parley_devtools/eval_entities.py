@@ -24,6 +24,8 @@ from pathlib import Path
 from parley_engine.analysis import TextAnalyzer
 from parley_engine.conversation import AnalysisOptions, Speaker, Utterance
 
+from evaluation.corpora.scoring import Counts
+
 COMMAND = ".venv/bin/python -m parley_devtools.eval_entities"
 REPOSITORY = Path(__file__).resolve().parent.parent
 ENTITIES_DIR = REPOSITORY / "evaluation" / "entities"
@@ -252,31 +254,20 @@ def load_sample(path: Path) -> list[LabelledUtterance]:
 
 
 @dataclass
-class TypeCounts:
-    returned: int = 0
-    correct: int = 0
-    labelled: int = 0
-    found: int = 0
-
-
-@dataclass
 class Score:
-    by_type: dict[str, TypeCounts] = field(default_factory=dict)
+    by_type: dict[str, Counts] = field(default_factory=dict)
     false_positives: list[tuple[LabelledUtterance, Mention]] = field(default_factory=list)
     false_negatives: list[tuple[LabelledUtterance, LabelledEntity]] = field(default_factory=list)
     seconds: float = 0.0
 
-    def counts(self, type_: str) -> TypeCounts:
-        return self.by_type.setdefault(type_, TypeCounts())
+    def counts(self, type_: str) -> Counts:
+        return self.by_type.setdefault(type_, Counts())
 
     @property
-    def total(self) -> TypeCounts:
-        total = TypeCounts()
+    def total(self) -> Counts:
+        total = Counts()
         for counts in self.by_type.values():
-            total.returned += counts.returned
-            total.correct += counts.correct
-            total.labelled += counts.labelled
-            total.found += counts.found
+            total += counts
         return total
 
 
@@ -289,13 +280,13 @@ def score(sample: list[LabelledUtterance], returned: list[list[Mention]]) -> Sco
             result.counts(entity.types[0]).labelled += 1
         for mention in mentions:
             counts = result.counts(mention.type)
-            counts.returned += 1
+            counts.predicted += 1
             match = next((e for e in unmatched if e.accepts(mention, labelled.utterance.text)), None)
             if match is None:
                 result.false_positives.append((labelled, mention))
                 continue
             unmatched.remove(match)
-            counts.correct += 1
+            counts.right += 1
             result.counts(match.types[0]).found += 1
         result.false_negatives += [(labelled, entity) for entity in unmatched]
     return result
@@ -311,7 +302,7 @@ def _summary_lines(name: str, result: Score, utterances: int) -> list[str]:
         f"## {name}",
         "",
         f"{utterances} utterances, {total.labelled} labelled entities. "
-        f"**Precision {_ratio(total.correct, total.returned)}** ({total.correct}/{total.returned}); "
+        f"**Precision {_ratio(total.right, total.predicted)}** ({total.right}/{total.predicted}); "
         f"**recall {_ratio(total.found, total.labelled)}** ({total.found}/{total.labelled}).",
         "",
         "| type | returned | correct | precision | labelled | found | recall |",
@@ -319,7 +310,7 @@ def _summary_lines(name: str, result: Score, utterances: int) -> list[str]:
     ]
     for type_, counts in sorted(result.by_type.items()):
         lines.append(
-            f"| {type_} | {counts.returned} | {counts.correct} | {_ratio(counts.correct, counts.returned)} "
+            f"| {type_} | {counts.predicted} | {counts.right} | {_ratio(counts.right, counts.predicted)} "
             f"| {counts.labelled} | {counts.found} | {_ratio(counts.found, counts.labelled)} |"
         )
     return [*lines, ""]
