@@ -31,6 +31,7 @@ from parley_insight_fetcher.app import create_app as create_insight_fetcher_app
 from parley_insight_fetcher.settings import InsightFetcherSettings
 from parley_job_watcher.app import create_app as create_job_watcher_app
 from parley_job_watcher.settings import JobWatcherSettings
+from parley_shared.kafka.hops import Declarations, Feed, HttpInput, Stream, Transform
 from pydantic import TypeAdapter
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -94,15 +95,16 @@ def asyncapi_document(app: FastAPI) -> dict[str, Any]:
     """faststream's AsyncAPI 3.0 document of the app's broker: the topics it consumes and the ones it declares."""
     specification = AsyncAPI(app.state.broker, title=app.title, version=app.version).to_specification()
     document: dict[str, Any] = specification.to_jsonable()
-    describe_consumed_events(document, getattr(app.state, "consumed_events", {}))
+    declarations: Declarations = app.state.declarations
+    describe_consumed_events(document, {stream.topic: stream.events for stream in declarations.consumed()})
     return document
 
 
 def describe_consumed_events(document: dict[str, Any], consumed_events: Mapping[str, Any]) -> None:
-    """Give each subscriber's message the schema of the events it reads (``app.state.consumed_events``).
+    """Give each subscriber's message the schema of the events its hop declares it reads.
 
-    Parley's handlers take raw records so that they can dead-letter unreadable ones, which leaves faststream with
-    an empty payload for them; the composition root names the event types instead.
+    Parley's subscribers take raw records so that they can dead-letter unreadable ones, which leaves faststream with
+    an empty payload for them; the hop's declaration names the event types instead.
     """
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     receiving = [
@@ -126,14 +128,50 @@ def describe_consumed_events(document: dict[str, Any], consumed_events: Mapping[
         schemas.pop("EmptyPayload", None)  # faststream's placeholder, now that no message refers to it
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _streams(streams: Sequence[Stream[Any]]) -> str:
+    return "<br>".join(_cell(f"`{s.topic}` ({s.event_names})") for s in streams) or "—"
+
+
+def hops_document(declarations: Sequence[Declarations]) -> str:
+    """``hops.md``: each service's hops as its composition root declares them, in declaration order."""
+    lines = [
+        "# Hops: what each pipeline service reads and writes",
+        "",
+        "Generated from the hop declarations in each service's `app.py` by",
+        "`.venv/bin/python -m parley_devtools.api_documents`; do not edit by hand.",
+    ]
+    for declared in declarations:
+        lines += ["", f"## {declared.service}", "", "| hop | kind | reads | writes |", "|---|---|---|---|"]
+        for hop in declared.hops:
+            if isinstance(hop, Transform):
+                kind, reads = "consume → produce, one transaction per batch", _streams([hop.consumes])
+            elif isinstance(hop, Feed):
+                kind, reads = f"consume; offsets committed {hop.commits}", _streams([hop.consumes])
+            elif isinstance(hop, HttpInput):
+                kind, reads = "HTTP", _cell(f"`{hop.name}`: {hop.description}")
+            else:
+                kind, reads = "read at start-up", _streams([hop.consumes])
+            name = "HTTP input" if isinstance(hop, HttpInput) else hop.name
+            writes = _streams(getattr(hop, "produces", ()))
+            lines.append(f"| {name} | {kind} | {reads} | {writes} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_documents() -> dict[str, str]:
     """File name under ``docs/api/`` → its exact text, for every service."""
     documents: dict[str, str] = {}
+    declarations: list[Declarations] = []
     for service in SERVICES:
         app = service.build()
         documents[f"openapi-{service.name}.json"] = _json_text(app.openapi())
         if service.has_topics:
             documents[f"asyncapi-{service.name}.yaml"] = _yaml_text(asyncapi_document(app))
+            declarations.append(app.state.declarations)
+    documents["hops.md"] = hops_document(declarations)
     return documents
 
 

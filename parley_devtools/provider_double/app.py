@@ -276,7 +276,11 @@ def create_app(config: DoubleConfig) -> Starlette:
             }
             for job in lifecycle.jobs.values()
         ]
-        webhooks = {"delivered": lifecycle.webhooks_delivered, "failed": lifecycle.webhooks_failed}
+        webhooks = {
+            "delivered": lifecycle.webhooks_delivered,
+            "failed": lifecycle.webhooks_failed,
+            "dropped": lifecycle.webhooks_dropped,
+        }
         return JSONResponse({"jobs": jobs, "webhooks": webhooks})
 
     async def reset(request: Request) -> Response:

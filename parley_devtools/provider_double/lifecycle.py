@@ -41,6 +41,7 @@ class JobLifecycle:
         self.transitions: list[dict[str, Any]] = []
         self.webhooks_delivered = 0
         self.webhooks_failed = 0
+        self.webhooks_dropped = 0  # not sent, on purpose (drop_webhooks)
         # (due on the monotonic clock, sequence number, jobId, status to move to); the sequence keeps ties in
         # submission order.
         self._due: list[tuple[float, int, str, JobStatus]] = []
@@ -89,6 +90,7 @@ class JobLifecycle:
         self._due.clear()
         self.webhooks_delivered = 0
         self.webhooks_failed = 0
+        self.webhooks_dropped = 0
 
     def new_conversation(self, name: str | None, kind: ConversationKind) -> Conversation:
         conversation_id = self._new_conversation_id()
@@ -178,7 +180,9 @@ class JobLifecycle:
     def _record(self, job: Job) -> None:
         transition = {"jobId": job.job_id, "conversationId": job.conversation_id, "status": job.status}
         self.transitions.append({"t": time.time(), **transition})
-        if job.webhook_url and not self.config.drop_webhooks and self._session is not None:
+        if job.webhook_url and self.config.drop_webhooks:
+            self.webhooks_dropped += 1
+        elif job.webhook_url and self._session is not None:
             body = {
                 "jobId": job.job_id,
                 "id": job.job_id,

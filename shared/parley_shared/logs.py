@@ -22,7 +22,7 @@ _RELAYED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 _CHATTY_LOGGERS = ("aiokafka", "faststream", "faststream.access.kafka")
 
 
-class _ParleyHandler(logging.StreamHandler):
+class ParleyLogHandler(logging.StreamHandler):
     """The one handler Parley installs on the root logger (stderr)."""
 
 
@@ -80,11 +80,11 @@ def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *json_only, renderer],
     )
-    handler = _ParleyHandler()
+    handler = ParleyLogHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     # Replace the handler of an earlier call (a test builds many apps), keep anyone else's (pytest's capture).
-    root.handlers = [h for h in root.handlers if not isinstance(h, _ParleyHandler)] + [handler]
+    root.handlers = [h for h in root.handlers if not isinstance(h, ParleyLogHandler)] + [handler]
     root.setLevel(level.upper())
     for name in _RELAYED_LOGGERS:
         relayed = logging.getLogger(name)

@@ -1,9 +1,11 @@
-"""Prometheus metrics: every ``parley_*`` metric, defined once per process, and ``GET /metrics`` for a service.
+"""Prometheus metrics every service shares, defined once per process, and ``GET /metrics`` for a service.
 
-The metrics live in the default registry, so several apps built in one process (tests) share them; each carries a
-``service`` label, which also keeps a service's page free of other services' metrics (a labelled metric has no
-samples until used). Per-message consume and publish metrics come from faststream's middleware (``faststream_*``).
-Consumer lag is read from the service's aiokafka consumer when the page is scraped.
+A service's own metrics (``parley_requests_total``, ``parley_jobs_total`` …) live in its package, the provider
+client's in ``parley_shared.provider.metrics``. They live in the default registry, so several apps built in one
+process (tests) share them; each carries a ``service`` label, from the service's declaration, which also keeps a
+service's page free of other services' metrics (a labelled metric has no samples until used). Per-message consume
+and publish metrics come from faststream's middleware (``faststream_*``). Consumer lag is read from the service's
+aiokafka consumer when the page is scraped.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -23,17 +24,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from parley_shared.provider import (
-    ConversationNotFound,
-    ProviderError,
-    ProviderRejected,
-    ProviderUnavailable,
-    ResponseObservation,
-)
-
 logger = logging.getLogger(__name__)
-
-_Submitted = TypeVar("_Submitted")
 
 # --- every service ------------------------------------------------------------------------------------------------
 
@@ -46,12 +37,6 @@ HTTP_REQUEST_SECONDS = Histogram(
     "parley_http_request_duration_seconds",
     "Time to serve an HTTP request, until its response body was sent",
     ["service", "method", "route"],
-)
-PROVIDER_ERRORS = Counter(
-    "parley_provider_errors_total",
-    "Provider call attempts that did not answer 2xx: the HTTP status, or 'timeout' / 'connection_error'"
-    " (retried attempts count each time)",
-    ["service", "status_code"],
 )
 RECORDS_HANDLED = Counter(
     "parley_records_handled_total",
@@ -72,40 +57,6 @@ CONSUMER_LAG = Gauge(
     "parley_consumer_lag",
     "Records in a partition this replica has not read yet (end offset minus position), read at scrape time",
     ["service", "topic", "partition"],
-)
-
-# --- ingest --------------------------------------------------------------------------------------------------------
-
-REQUESTS = Counter(
-    "parley_requests_total",
-    "Submissions (HTTP and parley.requests commands) by outcome: 'accepted' (a new provider job), 'duplicate'"
-    " (a known requestId), 'rejected' (the provider refused it), 'unavailable' (provider trouble; commands are"
-    " retried), 'failed' (anything else)",
-    ["service", "outcome"],
-)
-
-# --- job-watcher ---------------------------------------------------------------------------------------------------
-
-JOBS = Counter(
-    "parley_jobs_total",
-    "Provider jobs settled, by outcome ('completed', 'failed', 'expired' past the deadline) and what saw it first",
-    ["service", "outcome", "detected_by"],
-)
-PENDING_JOBS = Gauge("parley_pending_jobs", "Jobs watched and waiting for an outcome", ["service"])
-STATUS_POLLS = Counter("parley_status_polls_total", "GET /v1/job status checks made", ["service"])
-WEBHOOKS_RECEIVED = Counter(
-    "parley_webhooks_received_total",
-    "Provider job status callbacks received: 'accepted', or 'refused' (missing or invalid signature)",
-    ["service", "result"],
-)
-
-# --- insight-fetcher -----------------------------------------------------------------------------------------------
-
-COMPLETION_TO_INSIGHTS = Histogram(
-    "parley_completion_to_insights_seconds",
-    "From a job's completion (JobCompleted.completedAt, job-watcher's clock) to its InsightsReady being published",
-    ["service"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
 )
 
 # --- engine --------------------------------------------------------------------------------------------------------
@@ -129,59 +80,10 @@ def series(metric: Any, *label_values: str) -> Any:
 # --- recording, for the call sites ---------------------------------------------------------------------------------
 
 
-def provider_error_counter(service: str) -> Callable[[ResponseObservation], None]:
-    """A ``ProviderClient(on_response=…)`` hook counting the attempts that were not a 2xx."""
-
-    def observe(attempt: ResponseObservation) -> None:
-        if attempt.status is not None and 200 <= attempt.status < 300:
-            return
-        if attempt.status is not None:
-            status_code = str(attempt.status)
-        else:
-            status_code = "timeout" if "Timeout" in (attempt.error or "") else "connection_error"
-        series(PROVIDER_ERRORS, service, status_code).inc()
-
-    return observe
-
-
-def count_committed_records(service: str, outputs_per_record: Sequence[Sequence[Any]], dead_letter_topic: str) -> None:
+def count_committed_records(service: str, dead_lettered: Sequence[bool]) -> None:
     """After a batch commit: each record was either handled or dead-lettered."""
-    for outputs in outputs_per_record:
-        dead = any(out.topic == dead_letter_topic for out in outputs)
+    for dead in dead_lettered:
         series(RECORDS_HANDLED, service, "dead_lettered" if dead else "handled").inc()
-
-
-async def counted_submission(submission: Awaitable[tuple[_Submitted, bool]]) -> tuple[_Submitted, bool]:
-    """Await ingest's ``(job, created)`` for one request and count its outcome in ``parley_requests_total``."""
-    try:
-        submitted, created = await submission
-    except ProviderError as error:
-        if isinstance(error, ProviderRejected | ConversationNotFound):
-            outcome = "rejected"
-        else:
-            outcome = "unavailable" if isinstance(error, ProviderUnavailable) else "failed"
-        series(REQUESTS, "ingest", outcome).inc()
-        raise
-    series(REQUESTS, "ingest", "accepted" if created else "duplicate").inc()
-    return submitted, created
-
-
-def job_settled(outcome: str, detected_by: str) -> None:
-    series(JOBS, "job-watcher", outcome, detected_by).inc()
-
-
-def status_polled() -> None:
-    series(STATUS_POLLS, "job-watcher").inc()
-
-
-def webhook_received(result: str) -> None:
-    series(WEBHOOKS_RECEIVED, "job-watcher", result).inc()
-
-
-def insights_published(completed_at: datetime) -> None:
-    # Another host's clock: a small negative difference is skew, not time travel.
-    seconds = max(0.0, (datetime.now(UTC) - completed_at).total_seconds())
-    series(COMPLETION_TO_INSIGHTS, "insight-fetcher").observe(seconds)
 
 
 def engine_job_ended(outcome: str) -> None:

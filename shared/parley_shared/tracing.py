@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,9 +23,6 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:  # tracing sits below the Kafka and provider modules, which both use it
-    from parley_shared.kafka.publishing import OutgoingRecord
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +71,7 @@ class OtelSettings(BaseSettings):
         return "otlp" if self.exporter_otlp_endpoint or self.exporter_otlp_traces_endpoint else "none"
 
 
-def _span_exporter(settings: OtelSettings) -> SpanExporter | None:
+def span_exporter(settings: OtelSettings) -> SpanExporter | None:
     chosen = settings.chosen_exporter()
     if chosen == "none":
         return None
@@ -99,7 +95,7 @@ def configure_tracing(service: str, settings: OtelSettings | None = None) -> Non
     if settings.sdk_disabled:
         return
     resource = Resource.create({"service.name": settings.service_name or f"parley-{service}"})
-    exporter = _span_exporter(settings)
+    exporter = span_exporter(settings)
     if exporter is None:
         # Nothing leaves the process, so nothing is recorded: unsampled spans still carry valid ids to the logs and
         # the next hop, at a fraction of the cost (benchmarks/observability.md).
@@ -112,6 +108,20 @@ def configure_tracing(service: str, settings: OtelSettings | None = None) -> Non
     trace.set_tracer_provider(provider)
     _exporting = True
     logger.info("exporting traces with %s", settings.chosen_exporter())
+
+
+@contextmanager
+def spans_recorded_by(provider: TracerProvider) -> Iterator[None]:
+    """Parley's spans go to ``provider`` inside the block (a test's in-memory recorder).
+
+    OpenTelemetry takes one global tracer provider per process, and any app built in the process installs one.
+    """
+    global _tracer
+    previous, _tracer = _tracer, provider.get_tracer("parley")
+    try:
+        yield
+    finally:
+        _tracer = previous
 
 
 def exporting_traces() -> bool:
@@ -251,14 +261,12 @@ def continuing_trace(
         yield span
 
 
-def with_trace_context(records: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
-    """``records`` carrying the current span's context, so the consumer of each continues this trace."""
+def current_trace_headers() -> tuple[tuple[str, bytes], ...]:
+    """The current span's context as Kafka record headers, so the consumer of a record continues this trace."""
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
-    if not carrier:
-        return list(records)
-    injected = tuple((name, value.encode("latin-1")) for name, value in carrier.items())
-    return [
-        replace(record, headers=tuple(h for h in record.headers if h[0] not in _TRACE_HEADERS) + injected)
-        for record in records
-    ]
+    return tuple((name, value.encode("latin-1")) for name, value in carrier.items())
+
+
+def is_trace_header(name: str) -> bool:
+    return name in _TRACE_HEADERS

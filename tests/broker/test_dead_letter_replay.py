@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from parley_shared.kafka.dead_letters import dead_letter
+from parley_shared.kafka.dead_letters import dead_letter, dead_letter_stream
 from parley_shared.settings import KafkaSettings
 
 from parley_cli.dead_letters import REPLAY_HEADER, LetterFilter, replay
@@ -19,9 +19,9 @@ async def test_replay_republishes_the_chosen_letters_to_their_source_topics(kafk
     run = uuid.uuid4().hex[:8]
     letters_topic, source_topic = f"replay-{run}.dead-letters", f"replay-{run}.requests"
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    letters = dead_letter_stream(letters_topic, "dead letters")
     broken = dead_letter(
         service="ingest",
-        topic=letters_topic,
         error="the provider refused the submission: bad vocabulary",
         value=b'{"requestId": "r-1", "kind": "text"}',
         key=b"r-1",
@@ -31,7 +31,6 @@ async def test_replay_republishes_the_chosen_letters_to_their_source_topics(kafk
     )
     other = dead_letter(
         service="insight-fetcher",
-        topic=letters_topic,
         error="conversation gone",
         value=b"x",
         key=b"c-9",
@@ -42,8 +41,8 @@ async def test_replay_republishes_the_chosen_letters_to_their_source_topics(kafk
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        for letter in (broken, other):
-            await producer.send_and_wait(letter.topic, letter.value, key=letter.key)
+        for record in (letters.record(broken), letters.record(other)):
+            await producer.send_and_wait(record.topic, record.value, key=record.key)
     finally:
         await producer.stop()
 

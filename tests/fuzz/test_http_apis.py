@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -31,8 +31,9 @@ from parley_shared.settings import ProviderSettings
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
 
+from tests.support.kafka_fakes import RecordingPublisher
+from tests.support.provider_fakes import FakeAsyncApi
 from tests.unit.engine.test_api_fakes import FakeAnalyzer, FakeRecognizer, engine_settings
-from tests.unit.test_ingest_http import FakeProvider as FakeIngestProvider
 
 # /readyz answers 503 when Kafka is unreachable, which is its job (and there is no Kafka here).
 NOT_FUZZED = r"^/readyz$"
@@ -97,8 +98,8 @@ def ingest_schema() -> Iterator[Any]:
         max_upload_bytes=4096,
         webhook_url="http://127.0.0.1:9/webhooks/jobs",
     )
-    # The transactional publisher serves only the Kafka consumer, which HTTP requests never reach.
-    app = create_ingest(ingest_settings, provider=cast(ProviderClient, FakeIngestProvider()))
+    # Accepted submissions' JobSubmitted events are committed to a recording publisher instead of Kafka.
+    app = create_ingest(ingest_settings, provider=FakeAsyncApi(), publisher=RecordingPublisher())
     yield schema_of(InMemoryKafkaShell(app, app.state.broker))
     asgi.shutdown_lifespans()
 

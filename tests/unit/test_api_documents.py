@@ -30,6 +30,7 @@ def test_every_service_has_its_documents_and_they_parse() -> None:
         "openapi-job-watcher.json",
         "openapi-insight-fetcher.json",
         "openapi-engine.json",
+        "hops.md",
     }
     ingest_topics = yaml.safe_load(documents["asyncapi-ingest.yaml"])
     assert ingest_topics["info"]["title"] == "Parley ingest"
@@ -89,3 +90,15 @@ def test_each_subscriber_documents_the_events_it_reads(service: str, topic: str,
     text = json.dumps(document)
     for name in {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}:
         assert name in document["components"]["schemas"], name
+
+
+def test_the_hops_document_shows_every_input_and_output_each_service_declares() -> None:
+    hops = render_documents()["hops.md"]
+
+    assert "| rebuild the idempotency ledger | read at start-up | `parley.jobs` (JobSubmitted) | — |" in hops
+    assert "| submit commands | consume → produce" in hops
+    assert "`POST\\|PUT /v1/process/{text,audio,video}…`" in hops
+    # job-watcher writes its JobResolved markers back into its own input topic, beside its outcomes.
+    watch = next(line for line in hops.splitlines() if line.startswith("| watch jobs |"))
+    assert "`parley.completions` (JobCompleted \\| JobFailed)<br>`parley.jobs` (JobResolved)" in watch
+    assert "`POST /webhooks/jobs`" in hops

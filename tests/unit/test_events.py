@@ -20,7 +20,7 @@ from parley_shared.events import (
     completion_adapter,
     jobs_topic_adapter,
 )
-from parley_shared.kafka.dead_letters import dead_letter
+from parley_shared.kafka.dead_letters import dead_letter, dead_letter_stream
 from parley_shared.validation import describe_validation_error
 from pydantic import ValidationError
 
@@ -203,19 +203,22 @@ def test_a_record_without_event_type_is_refused() -> None:
 
 # ---- dead letters ---------------------------------------------------------------------------------------------
 
+letters_stream = dead_letter_stream("parley.dead-letters", "records no service could handle")
+
 
 def test_a_dead_letter_carries_the_original_bytes_and_the_ids_it_could_read() -> None:
     original = b'{"requestId": "req-9", "conversationId": "c-9", "jobId": "j-9", "kind": "holo\xc3\xa9gram"}'
-    record = dead_letter(
-        service="ingest",
-        topic="parley.dead-letters",
-        error=ValueError("kind: Input should be 'text', 'audio' or 'video'"),
-        value=original,
-        key=b"c-9",
-        source_topic="parley.requests",
-        source_partition=3,
-        source_offset=41,
-        attempts=2,
+    record = letters_stream.record(
+        dead_letter(
+            service="ingest",
+            error=ValueError("kind: Input should be 'text', 'audio' or 'video'"),
+            value=original,
+            key=b"c-9",
+            source_topic="parley.requests",
+            source_partition=3,
+            source_offset=41,
+            attempts=2,
+        )
     )
     assert record.topic == "parley.dead-letters"
     assert record.key == b"c-9"
@@ -234,7 +237,7 @@ def test_a_dead_letter_carries_the_original_bytes_and_the_ids_it_could_read() ->
 
 @pytest.mark.parametrize("value", [b"\xff\xfe not json", b"[1, 2]", b"", None, b'{"requestId": 7}'])
 def test_a_dead_letter_of_unreadable_bytes_has_no_ids_but_keeps_the_bytes(value: bytes | None) -> None:
-    record = dead_letter(service="ingest", topic="parley.dead-letters", error="not a ProcessRequested", value=value)
+    record = letters_stream.record(dead_letter(service="ingest", error="not a ProcessRequested", value=value))
     letter = DeadLetter.model_validate_json(record.value)
     assert base64.b64decode(letter.original_value) == (value or b"")
     assert (letter.request_id, letter.conversation_id, letter.job_id) == (None, None, None)

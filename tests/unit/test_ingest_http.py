@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -16,12 +16,11 @@ from parley_shared.events import JobSubmitted, MediaKind
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.provider import (
     ConversationNotFound,
-    ProcessResponse,
-    ProviderClient,
-    ProviderError,
     ProviderRejected,
     ProviderUnavailable,
 )
+
+from tests.support.provider_fakes import FakeAsyncApi
 
 WEBHOOK_URL = "http://127.0.0.1:8702/webhooks/jobs"
 MAX_UPLOAD_BYTES = 64
@@ -29,82 +28,21 @@ MESSAGES = [{"payload": {"content": "Can we ship on Friday?"}, "from": {"userId"
 
 
 @dataclass
-class ProviderCall:
-    operation: str
-    kind: str
-    body: dict[str, Any]
-    conversation_id: str | None
-    content: bytes = b""
-    content_type: str | None = None
-    content_length: int | None = None
-
-
-@dataclass
-class FakeProvider:
-    """The three Async API calls ingest makes; each accepted call gets a new job. ``error`` makes the next fail."""
-
-    calls: list[ProviderCall] = field(default_factory=list)
-    error: ProviderError | None = None
-
-    def _accept(self, call: ProviderCall) -> ProcessResponse:
-        self.calls.append(call)
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        number = len(self.calls)
-        return ProcessResponse(
-            conversationId=call.conversation_id or f"58151706935951{number:02d}",
-            jobId=f"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb{number:02d}",
-        )
-
-    async def submit_text(self, body: Mapping[str, Any], *, conversation_id: str | None = None) -> ProcessResponse:
-        return self._accept(ProviderCall("submit_text", "text", dict(body), conversation_id))
-
-    async def submit_media_url(
-        self, kind: str, body: Mapping[str, Any], *, conversation_id: str | None = None
-    ) -> ProcessResponse:
-        return self._accept(ProviderCall("submit_media_url", kind, dict(body), conversation_id))
-
-    async def submit_media_file(
-        self,
-        kind: str,
-        content: AsyncIterable[bytes],
-        *,
-        content_type: str,
-        content_length: int | None,
-        options: Mapping[str, Any],
-        conversation_id: str | None = None,
-    ) -> ProcessResponse:
-        received = b"".join([chunk async for chunk in content])  # streamed through, as the real client does
-        return self._accept(
-            ProviderCall(
-                "submit_media_file",
-                kind,
-                dict(options),
-                conversation_id,
-                content=received,
-                content_type=content_type,
-                content_length=content_length,
-            )
-        )
-
-
-@dataclass
 class Ingest:
     client: httpx.AsyncClient
-    provider: FakeProvider
+    provider: FakeAsyncApi
     published: list[JobSubmitted]
 
 
 @pytest.fixture
 async def ingest() -> AsyncIterator[Ingest]:
-    provider = FakeProvider()
+    provider = FakeAsyncApi()
     published: list[JobSubmitted] = []
 
     async def publish_submitted(submitted: JobSubmitted) -> None:
         published.append(submitted)
 
-    submitter = Submitter(cast(ProviderClient, provider), RequestLedger(), webhook_url=WEBHOOK_URL)
+    submitter = Submitter(provider, RequestLedger(), webhook_url=WEBHOOK_URL)
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(build_router(submitter, publish_submitted, max_upload_bytes=MAX_UPLOAD_BYTES))

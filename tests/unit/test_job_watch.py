@@ -8,229 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import random
-import selectors
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, cast
 
 import httpx
 import pytest
 from aiokafka import TopicPartition
 from fastapi import FastAPI
-from parley_job_watcher.scheduler import PollPolicy, PollScheduler
+from parley_job_watcher.scheduler import PollPolicy
 from parley_job_watcher.watch import JobWatch
 from parley_job_watcher.webhooks import webhook_router
-from parley_shared.events import (
-    JobCompleted,
-    JobFailed,
-    JobResolved,
-    JobSubmitted,
-    MediaKind,
-    completion_adapter,
-    jobs_topic_adapter,
+from parley_shared.events import JobCompleted, JobFailed
+from parley_shared.provider import JobStatus
+
+from tests.support.job_watch import (
+    GROUP,
+    TOPICS,
+    FakeJobApi,
+    FixedDraw,
+    ProviderJob,
+    last_committed,
+    make_watch,
+    markers,
+    only_outcome,
+    outcomes,
+    polling,
+    resolved,
+    submitted,
 )
-from parley_shared.kafka.publishing import OutgoingRecord
-from parley_shared.provider import JobNotFound, JobState, JobStatus, ProviderClient, ProviderUnavailable
-from parley_shared.settings import TopicNames
-
-TOPICS = TopicNames()
-GROUP = "parley-job-watcher-test"
-# Small enough that the loop's clock resolution (1 ns) is above the float spacing, as with the monotonic clock.
-START = 1_000_000.0
-
-
-# ---- virtual time ----------------------------------------------------------------------------------------------
-
-
-class VirtualClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-
-class SkipAheadSelector(selectors.DefaultSelector):
-    """Never waits for a timer: when no I/O is ready, the clock jumps forward by the loop's timeout instead."""
-
-    def __init__(self, clock: VirtualClock) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None:
-            return cast(list[tuple[selectors.SelectorKey, int]], super().select(None))
-        ready = cast(list[tuple[selectors.SelectorKey, int]], super().select(0))
-        if not ready and timeout > 0:
-            self._clock.now += timeout
-        return ready
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self, clock: VirtualClock) -> None:
-        self._virtual = clock
-        super().__init__(SkipAheadSelector(clock))
-
-    def time(self) -> float:
-        return self._virtual.now
-
-
-def run_in_virtual_time(scenario: Callable[[VirtualClock], Awaitable[None]]) -> None:
-    clock = VirtualClock(START)
-    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(clock)) as runner:
-        runner.run(cast(Any, scenario(clock)))
-
-
-# ---- fakes of the ports ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProviderJob:
-    finishes_at: float = math.inf
-    final: JobStatus = JobStatus.COMPLETED
-    reason: str | None = None
-
-
-@dataclass
-class FakeProvider:
-    """Answers ``get_job`` from a table of jobs by the (virtual) time of the call, and records every call."""
-
-    clock: VirtualClock
-    jobs: dict[str, ProviderJob] = field(default_factory=dict)
-    latency: float = 0.0
-    unavailable_until: float = -math.inf
-    calls: list[tuple[str, float]] = field(default_factory=list)
-
-    async def get_job(self, job_id: str) -> JobState:
-        self.calls.append((job_id, self.clock.now))
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        if self.clock.now < self.unavailable_until:
-            raise ProviderUnavailable("GET /v1/job: 503", status=503, attempts=6)
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if self.clock.now >= job.finishes_at:
-            return JobState(id=job_id, status=job.final, reason=job.reason)
-        return JobState(id=job_id, status=JobStatus.IN_PROGRESS)
-
-    def calls_for(self, job_id: str) -> list[float]:
-        return [at for called, at in self.calls if called == job_id]
-
-
-@dataclass
-class Publication:
-    records: list[OutgoingRecord]
-    consumed: dict[TopicPartition, int]
-    group_id: str | None
-
-
-@dataclass
-class RecordingPublisher:
-    """An AtomicPublisher that keeps what each transaction would have committed; can be told to fail."""
-
-    failures_to_raise: int = 0
-    publications: list[Publication] = field(default_factory=list)
-    on_publish: Callable[[Publication], None] | None = None
-
-    async def start(self) -> None:
-        """Nothing to connect."""
-
-    async def stop(self) -> None:
-        """Nothing to disconnect."""
-
-    async def publish(
-        self,
-        records: Sequence[OutgoingRecord],
-        *,
-        consumed: Mapping[TopicPartition, int] | None = None,
-        group_id: str | None = None,
-    ) -> None:
-        if self.failures_to_raise:
-            self.failures_to_raise -= 1
-            raise ConnectionError("the broker is unreachable")
-        publication = Publication(list(records), dict(consumed or {}), group_id)
-        if self.on_publish is not None:
-            self.on_publish(publication)
-        self.publications.append(publication)
-
-    @property
-    def records(self) -> list[OutgoingRecord]:
-        return [r for p in self.publications for r in p.records]
-
-    def outcomes(self) -> list[JobCompleted | JobFailed]:
-        return [completion_adapter.validate_json(r.value) for r in self.records if r.topic == TOPICS.completions]
-
-    def markers(self) -> list[JobResolved]:
-        markers = [jobs_topic_adapter.validate_json(r.value) for r in self.records if r.topic == TOPICS.jobs]
-        assert all(isinstance(m, JobResolved) for m in markers)
-        return cast(list[JobResolved], markers)
-
-    def last_committed(self, partition: int = 0) -> int | None:
-        tp = TopicPartition(TOPICS.jobs, partition)
-        committed = [p.consumed[tp] for p in self.publications if tp in p.consumed]
-        return committed[-1] if committed else None
-
-
-class FixedDraw(random.Random):
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.fraction
-
-
-def make_watch(
-    clock: VirtualClock,
-    provider: FakeProvider,
-    publisher: RecordingPublisher,
-    *,
-    policy: PollPolicy | None = None,
-    rng: random.Random | None = None,
-) -> JobWatch:
-    return JobWatch(
-        provider=cast(ProviderClient, provider),
-        publisher=lambda: publisher,
-        topics=TOPICS,
-        group_id=GROUP,
-        scheduler=PollScheduler(policy=policy or PollPolicy(), rng=rng or random.Random(3)),
-        clock=lambda: clock.now,
-    )
-
-
-def submitted(job_id: str, at: float) -> JobSubmitted:
-    return JobSubmitted(
-        request_id=f"req-{job_id}",
-        conversation_id=f"conv-{job_id}",
-        job_id=job_id,
-        kind=MediaKind.TEXT,
-        submitted_at=datetime.fromtimestamp(at, UTC),
-    )
-
-
-def resolved(job_id: str) -> JobResolved:
-    return JobResolved(request_id=f"req-{job_id}", conversation_id=f"conv-{job_id}", job_id=job_id, outcome="completed")
-
-
-@contextlib.asynccontextmanager
-async def polling(watch: JobWatch) -> AsyncIterator[None]:
-    task = asyncio.create_task(watch.run_polling())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def only_outcome(publisher: RecordingPublisher) -> JobCompleted | JobFailed:
-    outcomes = publisher.outcomes()
-    assert len(outcomes) == 1, outcomes
-    markers = publisher.markers()
-    assert [m.job_id for m in markers] == [outcomes[0].job_id]
-    return outcomes[0]
-
+from tests.support.kafka_fakes import Publication, RecordingPublisher
+from tests.support.virtual_time import START, VirtualClock, run_in_virtual_time
 
 # ---- cost of a job ---------------------------------------------------------------------------------------------
 
@@ -238,7 +43,7 @@ def only_outcome(publisher: RecordingPublisher) -> JobCompleted | JobFailed:
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_a_60_second_job_costs_at_most_6_polls_without_webhooks(fraction: float) -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 60)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 60)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, rng=FixedDraw(fraction))
         watch.assign(0, committed=0, end=0)
@@ -262,7 +67,7 @@ def test_a_60_second_job_costs_at_most_6_polls_without_webhooks(fraction: float)
 
 def test_a_60_second_job_costs_at_most_2_polls_with_webhooks() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 60)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 60)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -290,7 +95,7 @@ def test_a_60_second_job_costs_at_most_2_polls_with_webhooks() -> None:
 
 def test_a_webhook_racing_a_poll_gives_one_outcome() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 0.9)}, latency=0.5)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 0.9)}, latency=0.5)
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
         watch.assign(0, committed=0, end=0)
@@ -311,7 +116,7 @@ def test_a_webhook_racing_a_poll_gives_one_outcome() -> None:
 def test_a_final_webhook_during_a_check_that_saw_an_older_status_is_confirmed_at_once() -> None:
     async def scenario(clock: VirtualClock) -> None:
         # The fake answers with the status at reply time: the poll sent at +1.0 replies in_progress at +1.5.
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 1.55)}, latency=0.5)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 1.55)}, latency=0.5)
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
         watch.assign(0, committed=0, end=0)
@@ -333,7 +138,7 @@ def test_a_final_webhook_during_a_check_that_saw_an_older_status_is_confirmed_at
 
 def test_webhooks_out_of_order_do_not_delay_the_completion() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 5)}, latency=0.01)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 5)}, latency=0.01)
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
         watch.assign(0, committed=0, end=0)
@@ -351,7 +156,7 @@ def test_webhooks_out_of_order_do_not_delay_the_completion() -> None:
 
 def test_an_early_final_webhook_is_not_overwritten_by_a_later_older_one() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START)}, latency=0.01)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START)}, latency=0.01)
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
         watch.assign(0, committed=0, end=0)
@@ -372,7 +177,7 @@ async def flushed(watch: JobWatch, publisher: RecordingPublisher) -> RecordingPu
 
 def test_a_repeated_webhook_gives_one_outcome() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 10)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 10)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -395,7 +200,7 @@ def test_a_repeated_webhook_gives_one_outcome() -> None:
 
 def test_a_job_submitted_again_after_settlement_is_ignored() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 2)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 2)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -411,14 +216,14 @@ def test_a_job_submitted_again_after_settlement_is_ignored() -> None:
         assert len(provider.calls) == polls_before
         assert "job-a" not in watch.scheduler
         assert isinstance(only_outcome(publisher), JobCompleted)
-        assert publisher.last_committed(0) == 2  # the repeat holds nothing back
+        assert last_committed(publisher, 0) == 2  # the repeat holds nothing back
 
     run_in_virtual_time(scenario)
 
 
 def test_an_early_webhook_is_applied_when_the_job_arrives() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -445,7 +250,7 @@ def test_an_early_webhook_is_applied_when_the_job_arrives() -> None:
 def test_a_failed_job_gives_job_failed_with_the_provider_reason() -> None:
     async def scenario(clock: VirtualClock) -> None:
         job = ProviderJob(finishes_at=START + 5, final=JobStatus.FAILED, reason="the audio could not be decoded")
-        provider = FakeProvider(clock, {"job-a": job})
+        provider = FakeJobApi(clock, {"job-a": job})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -457,14 +262,14 @@ def test_a_failed_job_gives_job_failed_with_the_provider_reason() -> None:
         outcome = only_outcome(publisher)
         assert isinstance(outcome, JobFailed)
         assert outcome.reason == "the audio could not be decoded"
-        assert publisher.markers()[0].outcome == "failed"
+        assert markers(publisher)[0].outcome == "failed"
 
     run_in_virtual_time(scenario)
 
 
 def test_a_job_not_finished_by_its_deadline_fails_with_reason_deadline() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob()})  # never finishes
+        provider = FakeJobApi(clock, {"job-a": ProviderJob()})  # never finishes
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, policy=PollPolicy(deadline_seconds=900))
         watch.assign(0, committed=0, end=0)
@@ -472,7 +277,7 @@ def test_a_job_not_finished_by_its_deadline_fails_with_reason_deadline() -> None
             watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
             await asyncio.sleep(899)
             await watch.flush()
-            assert publisher.outcomes() == []
+            assert outcomes(publisher) == []
             await asyncio.sleep(3_600)
         await watch.flush()
 
@@ -486,7 +291,7 @@ def test_a_job_not_finished_by_its_deadline_fails_with_reason_deadline() -> None
 
 def test_a_job_the_provider_does_not_know_fails() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock)  # knows no job
+        provider = FakeJobApi(clock)  # knows no job
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -505,7 +310,7 @@ def test_a_job_the_provider_does_not_know_fails() -> None:
 
 def test_an_unavailable_provider_is_polled_again_later() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 3)}, unavailable_until=START + 20)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 3)}, unavailable_until=START + 20)
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -522,7 +327,7 @@ def test_an_unavailable_provider_is_polled_again_later() -> None:
 
 def test_a_job_polled_more_than_1024_times_still_fails_at_its_deadline() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob()})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob()})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher, policy=PollPolicy(deadline_seconds=20 * 3600))
         watch.assign(0, committed=0, end=0)
@@ -543,7 +348,7 @@ def test_a_job_polled_more_than_1024_times_still_fails_at_its_deadline() -> None
 
 def test_a_job_in_a_replaying_partition_is_not_polled_until_caught_up() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=3)  # offsets 0..2 were written before we took the partition over
@@ -566,7 +371,7 @@ def test_a_job_in_a_replaying_partition_is_not_polled_until_caught_up() -> None:
 
 def test_a_replayed_job_resolved_removes_the_pending_job() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START)})
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START)})
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=2)
@@ -579,8 +384,8 @@ def test_a_replayed_job_resolved_removes_the_pending_job() -> None:
 
         assert provider.calls == []
         assert "job-a" not in watch.scheduler
-        assert publisher.outcomes() == []
-        assert publisher.last_committed(0) == 2
+        assert outcomes(publisher) == []
+        assert last_committed(publisher, 0) == 2
         # The job's webhook, arriving late, does nothing either.
         assert watch.on_webhook("job-a", JobStatus.COMPLETED) == "already settled"
 
@@ -592,7 +397,7 @@ def test_committed_offsets_never_pass_a_pending_job() -> None:
     finishes = {"job-0": 10.0, "job-1": 2.0, "job-2": 200.0, "job-3": 20.0}
 
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {job: ProviderJob(finishes_at=START + t) for job, t in finishes.items()})
+        provider = FakeJobApi(clock, {job: ProviderJob(finishes_at=START + t) for job, t in finishes.items()})
         violations: list[str] = []
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
@@ -610,17 +415,17 @@ def test_committed_offsets_never_pass_a_pending_job() -> None:
             for offset, job in enumerate(finishes):
                 watch.on_submitted(submitted(job, START), partition=0, offset=offset)
             await asyncio.sleep(5)
-            assert publisher.last_committed(0) == 0  # job-1 is done, job-0 is not
+            assert last_committed(publisher, 0) == 0  # job-1 is done, job-0 is not
             await asyncio.sleep(15)
-            assert publisher.last_committed(0) == 2  # job-0 and job-1 done, job-2 is not
+            assert last_committed(publisher, 0) == 2  # job-0 and job-1 done, job-2 is not
             await asyncio.sleep(600)
         publishing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publishing
 
         assert violations == []
-        assert publisher.last_committed(0) == 4
-        assert sorted(o.job_id for o in publisher.outcomes()) == sorted(finishes)
+        assert last_committed(publisher, 0) == 4
+        assert sorted(o.job_id for o in outcomes(publisher)) == sorted(finishes)
         assert all(p.group_id == GROUP for p in publisher.publications)
 
     run_in_virtual_time(scenario)
@@ -628,8 +433,8 @@ def test_committed_offsets_never_pass_a_pending_job() -> None:
 
 def test_a_failed_flush_keeps_the_records_for_the_next_try() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START), "job-b": ProviderJob(START)})
-        publisher = RecordingPublisher(failures_to_raise=1)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START), "job-b": ProviderJob(START)})
+        publisher = RecordingPublisher(failures=[ConnectionError("the broker is unreachable")])
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
         async with polling(watch):
@@ -645,7 +450,7 @@ def test_a_failed_flush_keeps_the_records_for_the_next_try() -> None:
         assert len(publisher.publications) == 1
         published = publisher.publications[0]
         assert [r.topic for r in published.records] == [TOPICS.completions, TOPICS.jobs] * 2
-        assert sorted(o.job_id for o in publisher.outcomes()) == ["job-a", "job-b"]
+        assert sorted(o.job_id for o in outcomes(publisher)) == ["job-a", "job-b"]
         assert published.consumed == {TopicPartition(TOPICS.jobs, 0): 2}
 
     run_in_virtual_time(scenario)
@@ -654,7 +459,7 @@ def test_a_failed_flush_keeps_the_records_for_the_next_try() -> None:
 def test_revoking_a_partition_drops_its_jobs() -> None:
     async def scenario(clock: VirtualClock) -> None:
         jobs = {"job-p0": ProviderJob(finishes_at=START + 5), "job-p1": ProviderJob(finishes_at=START + 5)}
-        provider = FakeProvider(clock, jobs)
+        provider = FakeJobApi(clock, jobs)
         publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
@@ -669,7 +474,7 @@ def test_revoking_a_partition_drops_its_jobs() -> None:
 
         assert provider.calls_for("job-p0") == []
         assert "job-p0" not in watch.scheduler
-        assert [o.job_id for o in publisher.outcomes()] == ["job-p1"]
+        assert [o.job_id for o in outcomes(publisher)] == ["job-p1"]
         assert set(watch.commit_positions()) == {TopicPartition(TOPICS.jobs, 1)}
 
     run_in_virtual_time(scenario)
@@ -677,8 +482,8 @@ def test_revoking_a_partition_drops_its_jobs() -> None:
 
 def test_a_job_whose_outcome_was_dropped_is_watched_again_when_its_partition_returns() -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START)})
-        publisher = RecordingPublisher(failures_to_raise=1)
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START)})
+        publisher = RecordingPublisher(failures=[ConnectionError("the broker is unreachable")])
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
         async with polling(watch):
@@ -704,7 +509,7 @@ def test_a_job_whose_outcome_was_dropped_is_watched_again_when_its_partition_ret
 
 
 async def test_the_webhook_endpoint_accepts_id_or_job_id() -> None:
-    provider = FakeProvider(VirtualClock(START))
+    provider = FakeJobApi(VirtualClock(START))
     watch = make_watch(VirtualClock(START), provider, RecordingPublisher())
     app = FastAPI()
     app.include_router(webhook_router(watch))
@@ -728,7 +533,7 @@ async def test_with_a_secret_only_correctly_signed_callbacks_are_accepted() -> N
     from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
     from pydantic import SecretStr
 
-    watch = make_watch(VirtualClock(START), FakeProvider(VirtualClock(START)), RecordingPublisher())
+    watch = make_watch(VirtualClock(START), FakeJobApi(VirtualClock(START)), RecordingPublisher())
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(webhook_router(watch, secret=SecretStr("shared-webhook-secret")))
@@ -761,7 +566,7 @@ async def test_status_needs_an_api_key_when_keys_are_configured() -> None:
     from parley_shared.http_errors import install_error_handlers
     from pydantic import SecretStr
 
-    watch = make_watch(VirtualClock(START), FakeProvider(VirtualClock(START)), RecordingPublisher())
+    watch = make_watch(VirtualClock(START), FakeJobApi(VirtualClock(START)), RecordingPublisher())
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(webhook_router(watch, api_keys=[SecretStr("operator-key-1")]))

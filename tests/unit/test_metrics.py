@@ -9,37 +9,33 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
 
 import httpx
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka import TestKafkaBroker
+from parley_ingest.metrics import counted_submission
 from parley_job_watcher.scheduler import PollPolicy
 from parley_shared.events import JobCompleted
 from parley_shared.kafka.connection import make_broker
-from parley_shared.metrics import counted_submission, kafka_message_metrics, serve_metrics
+from parley_shared.kafka.consume import ConsumeProduceStep
+from parley_shared.kafka.hops import Transform
+from parley_shared.metrics import serve_metrics
 from parley_shared.provider import JobNotFound, JobStatus, ProviderClient, ProviderRejected, ProviderUnavailable
-from parley_shared.provider.retry import RetryPolicy
-from parley_shared.settings import KafkaSettings, ProviderSettings, TopicNames
+from parley_shared.provider.metrics import provider_error_counter
+from parley_shared.retry import RetryPolicy
+from parley_shared.settings import KafkaSettings, ProviderSettings
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.job_watch import FakeJobApi, ProviderJob, make_watch, polling, submitted
+from tests.support.kafka_fakes import FakeRecord, RecordedSleep, RecordingPublisher
+from tests.support.provider_fakes import FakeConversationApi
+from tests.support.scripted_hop import ScriptedHandler, make_step, record, said
+from tests.support.virtual_time import START, VirtualClock, run_in_virtual_time
 from tests.unit.engine.test_api_fakes import TEXT_MESSAGES, engine_settings, running_engine
-from tests.unit.test_consume_step import RecordedSleep, RecordingPublisher, ScriptedHandler, make_step, record
-from tests.unit.test_job_watch import (
-    START,
-    FakeProvider,
-    ProviderJob,
-    VirtualClock,
-    make_watch,
-    polling,
-    run_in_virtual_time,
-    submitted,
-)
-from tests.unit.test_job_watch import RecordingPublisher as OutcomePublisher
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -70,7 +66,12 @@ async def test_the_consume_step_counts_committed_records_retries_and_dead_letter
     before = scrape()
 
     await step.handle_records(
-        [record(0, 1, b"ok:a"), record(0, 2, b"bad"), record(0, 3, b"flaky:2"), record(0, 4, b"bug")]
+        [
+            record(0, 1, said("ok:a")),
+            record(0, 2, said("bad")),
+            record(0, 3, said("flaky:2")),
+            record(0, 4, said("bug")),
+        ]
     )
     after = scrape()
 
@@ -89,9 +90,11 @@ async def test_a_batch_whose_commit_fails_is_not_counted_as_handled() -> None:
     before = scrape()
 
     with pytest.raises(KafkaConnectionError):
-        await step.handle_records([record(0, 1, b"ok:a")])
+        await step.handle_records([record(0, 1, said("ok:a")), record(0, 2, said("bad"))])
 
-    assert increase(before, scrape(), "parley_records_handled_total", service="ingest", outcome="handled") == 0
+    after = scrape()
+    assert increase(before, after, "parley_records_handled_total", service="ingest", outcome="handled") == 0
+    assert increase(before, after, "parley_dead_letters_total", service="ingest", reason_type="PermanentFailure") == 0
 
 
 @dataclass
@@ -177,8 +180,6 @@ async def test_the_page_counts_requests_by_route_template_and_survives_a_failing
 
 
 async def test_provider_attempts_that_are_not_2xx_are_counted_by_status() -> None:
-    from parley_shared.metrics import provider_error_counter
-
     answers = iter(
         [httpx.Response(503), httpx.Response(429), httpx.Response(200, json={"id": "j", "status": "completed"})]
     )
@@ -243,6 +244,7 @@ async def test_submissions_are_counted_by_outcome() -> None:
 def test_job_outcomes_polls_and_pending_jobs_are_counted() -> None:
     before = scrape()
     polls: list[int] = []
+    not_committed: Samples = {}
 
     async def scenario(clock: VirtualClock) -> None:
         jobs = {
@@ -250,20 +252,24 @@ def test_job_outcomes_polls_and_pending_jobs_are_counted() -> None:
             "m-failed": ProviderJob(finishes_at=START + 5, final=JobStatus.FAILED, reason="no audio"),
             "m-slow": ProviderJob(),  # never finishes: expires at the deadline
         }
-        watch = make_watch(
-            clock, FakeProvider(clock, jobs), OutcomePublisher(), policy=PollPolicy(deadline_seconds=600)
-        )
+        publisher = RecordingPublisher(failures=[ConnectionError("the broker is unreachable")])
+        watch = make_watch(clock, FakeJobApi(clock, jobs), publisher, policy=PollPolicy(deadline_seconds=600))
         watch.assign(0, committed=0, end=0)
         async with polling(watch):
             for offset, job_id in enumerate(jobs):
                 watch.on_submitted(submitted(job_id, START), partition=0, offset=offset)
             await asyncio.sleep(900)
         polls.append(watch.status_polls)
+        with pytest.raises(ConnectionError):
+            await watch.flush()
+        not_committed.update(scrape())  # the outcomes are settled but their transaction failed: not counted
+        await watch.flush()
 
     run_in_virtual_time(scenario)
     after = scrape()
 
     jobs = "parley_jobs_total"
+    assert increase(before, not_committed, jobs, service="job-watcher", outcome="completed", detected_by="poll") == 0
     assert increase(before, after, jobs, service="job-watcher", outcome="completed", detected_by="poll") == 1
     assert increase(before, after, jobs, service="job-watcher", outcome="failed", detected_by="poll") == 1
     assert increase(before, after, jobs, service="job-watcher", outcome="expired", detected_by="poll") == 1
@@ -300,14 +306,15 @@ async def test_the_job_watcher_page_shows_pending_jobs_and_webhooks_by_result() 
     assert increase(before, after, "parley_http_requests_total", **route, status_code="401") == 1
 
 
-async def test_completion_to_insights_latency_is_observed_once_per_insights_ready() -> None:
-    from parley_insight_fetcher.fetching import handle_completion
+async def test_completion_to_insights_latency_is_observed_once_per_committed_insights_ready() -> None:
+    from parley_insight_fetcher.app import create_app
+    from parley_insight_fetcher.settings import InsightFetcherSettings
 
-    class Insights:
-        async def fetch_insights(self, conversation_id: str, **_: Any) -> dict[str, Any]:
-            return {"messages": []}
-
-    handle = handle_completion(cast(ProviderClient, Insights()), TopicNames(), reads_in_flight=2)
+    app = create_app(InsightFetcherSettings(), provider=FakeConversationApi())  # not started: no Kafka
+    [hop] = app.state.declarations.hops
+    assert isinstance(hop, Transform)
+    publisher = RecordingPublisher(failures=[KafkaConnectionError()])
+    step = ConsumeProduceStep(hop, service="insight-fetcher", publisher=publisher, group_id="metrics-test")
     completed = JobCompleted(
         request_id="r-1",
         conversation_id="c-1",
@@ -316,13 +323,17 @@ async def test_completion_to_insights_latency_is_observed_once_per_insights_read
         completed_at=datetime.now(UTC) - timedelta(seconds=3),
         detected_by="poll",
     )
+    completion = FakeRecord("parley.completions", 0, 1, b"c-1", completed.to_wire())
+    latency = "parley_completion_to_insights_seconds"
     before = scrape()
 
-    outputs = await handle(record(0, 1, completed.to_wire()))
+    with pytest.raises(KafkaConnectionError):
+        await step.handle_records([completion])
+    assert increase(before, scrape(), f"{latency}_count", service="insight-fetcher") == 0, "rolled back: not counted"
+    await step.handle_records([completion])
     after = scrape()
 
-    assert len(outputs) == 1
-    latency = "parley_completion_to_insights_seconds"
+    assert len(publisher.publications) == 1
     assert increase(before, after, f"{latency}_count", service="insight-fetcher") == 1
     assert 3 <= increase(before, after, f"{latency}_sum", service="insight-fetcher") < 60
     assert increase(before, after, f"{latency}_bucket", service="insight-fetcher", le="2.5") == 0
@@ -330,9 +341,8 @@ async def test_completion_to_insights_latency_is_observed_once_per_insights_read
 
 
 async def test_faststream_counts_consumed_messages_once_per_process_however_many_brokers() -> None:
-    first = make_broker(KafkaSettings(), client_id="metrics-test-1")
+    make_broker(KafkaSettings(), client_id="metrics-test-1")  # a second broker in the process must not double-count
     second = make_broker(KafkaSettings(), client_id="metrics-test-2")
-    assert kafka_message_metrics() is kafka_message_metrics()
     received: list[bytes] = []
 
     @second.subscriber("metrics-test-topic")
@@ -345,7 +355,7 @@ async def test_faststream_counts_consumed_messages_once_per_process_however_many
         await broker.publish(b"two", "metrics-test-topic")
     after = scrape()
 
-    assert received == [b"one", b"two"] and isinstance(first, KafkaBroker)
+    assert received == [b"one", b"two"]
     labels = {"app_name": "parley", "broker": "kafka", "handler": "metrics-test-topic"}
     assert increase(before, after, "faststream_received_messages_total", **labels) == 2
 

@@ -196,7 +196,7 @@ def test_many_reschedules_keep_the_heap_correct() -> None:
     for round_ in range(500):  # enough stale entries to trigger the rebuild
         for job in jobs:
             scheduler.schedule(job, 10_000.0 + round_ + int(job.job_id[1:]) / 100)
-    assert len(scheduler._heap) < 4 * len(jobs) + 1024 + 1
+    assert scheduler.timer_entries < 4 * len(jobs) + 1024 + 1
     popped = scheduler.pop_due(now=1e9, limit=100)
     assert [j.job_id for j in popped] == [f"j{i}" for i in range(10)]
 

@@ -20,28 +20,16 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from parley_shared import tracing
-from parley_shared.kafka.consume import PermanentFailure
-from parley_shared.kafka.publishing import OutgoingRecord
-from parley_shared.logs import _ParleyHandler, bind_ids, configure_logging
+from parley_shared.kafka.publishing import OutgoingRecord, with_trace_context
+from parley_shared.logs import ParleyLogHandler, bind_ids, configure_logging
 from parley_shared.provider import ProviderClient
 from parley_shared.settings import ProviderSettings
-from parley_shared.tracing import OtelSettings, _span_exporter, continuing_trace, with_trace_context
+from parley_shared.tracing import OtelSettings, continuing_trace, span_exporter, spans_recorded_by
 
-from tests.unit.test_consume_step import DEAD_LETTERS, OUTPUT, RecordedSleep, RecordingPublisher, make_step
-from tests.unit.test_job_watch import (
-    START,
-    FakeProvider,
-    ProviderJob,
-    VirtualClock,
-    make_watch,
-    polling,
-    run_in_virtual_time,
-    submitted,
-)
-from tests.unit.test_job_watch import (
-    RecordingPublisher as WatchPublisher,
-)
+from tests.support.job_watch import FakeJobApi, ProviderJob, make_watch, polling, submitted
+from tests.support.kafka_fakes import FakeRecord, RecordedSleep, RecordingPublisher
+from tests.support.scripted_hop import DEAD_LETTERS, OUTPUT, ScriptedHandler, make_step, said
+from tests.support.virtual_time import START, VirtualClock, run_in_virtual_time
 
 UPSTREAM_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 UPSTREAM_SPAN = "00f067aa0ba902b7"
@@ -49,7 +37,7 @@ UPSTREAM = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+def spans() -> Iterator[InMemorySpanExporter]:
     """Parley's spans, recorded in memory by a provider of the test's own.
 
     The process's global provider may already be set (any app built in this process installs one, unrecorded when
@@ -58,15 +46,14 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider()  # records every span, as when traces are exported
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("parley"))
-    yield exporter
+    with spans_recorded_by(provider):
+        yield exporter
     provider.shutdown()
 
 
-class HeaderRecord:
-    def __init__(self, offset: int, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self.topic, self.partition, self.offset, self.key = "parley.requests", 0, offset, b"conv-1"
-        self.value, self.headers = value, headers
+def traced_record(offset: int, text: str, trace_parent: str | None) -> FakeRecord:
+    headers = (("traceparent", trace_parent.encode()),) if trace_parent else ()
+    return FakeRecord("parley.requests", 0, offset, b"conv-1", said(text), headers)
 
 
 def trace_parent_of(record: OutgoingRecord) -> str:
@@ -86,18 +73,12 @@ def consumer_span(exporter: InMemorySpanExporter, offset: int) -> ReadableSpan:
 
 
 async def test_a_consumed_record_continues_its_producers_trace_on_every_output(spans: InMemorySpanExporter) -> None:
-    async def handle(record: Any) -> list[OutgoingRecord]:
-        if record.value == b"bad":
-            raise PermanentFailure("unreadable")
-        # An upstream traceparent copied into an output must not survive beside the new one.
-        return [OutgoingRecord(topic=OUTPUT, value=b"out", headers=(("traceparent", b"00-stale-stale-01"),))]
-
     publisher = RecordingPublisher()
-    step = make_step(handle, publisher, RecordedSleep())
+    step = make_step(ScriptedHandler(), publisher, RecordedSleep())
     records = [
-        HeaderRecord(10, b"good", [("traceparent", UPSTREAM.encode())]),
-        HeaderRecord(11, b"bad", [("traceparent", UPSTREAM.encode())]),
-        HeaderRecord(12, b"good", []),
+        traced_record(10, "ok:good", UPSTREAM),
+        traced_record(11, "bad", UPSTREAM),
+        traced_record(12, "ok:good", None),
     ]
     await step.handle_records(records)
 
@@ -119,12 +100,20 @@ def test_outside_any_span_records_are_left_as_they_are() -> None:
     assert with_trace_context([record]) == [record]
 
 
+def test_an_upstream_traceparent_copied_into_a_record_is_replaced_not_kept_beside_the_new_one() -> None:
+    stale = OutgoingRecord(topic=OUTPUT, value=b"x", headers=(("h", b"v"), ("traceparent", b"00-stale-stale-01")))
+    with continuing_trace(UPSTREAM, "handle"):
+        (record,) = with_trace_context([stale])
+    assert record.headers[0] == ("h", b"v")
+    assert trace_parent_of(record).split("-")[1] == UPSTREAM_TRACE
+
+
 def test_job_watchers_status_checks_and_outcome_join_the_trace_of_the_jobsubmitted(
     spans: InMemorySpanExporter,
 ) -> None:
     async def scenario(clock: VirtualClock) -> None:
-        provider = FakeProvider(clock, {"job-a": ProviderJob(finishes_at=START + 2)})
-        publisher = WatchPublisher()
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 2)})
+        publisher = RecordingPublisher()
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
         async with polling(watch):
@@ -143,13 +132,13 @@ def test_job_watchers_status_checks_and_outcome_join_the_trace_of_the_jobsubmitt
 
 
 def test_otlp_is_exported_only_when_asked_and_over_a_protocol_parley_ships() -> None:
-    assert _span_exporter(OtelSettings()) is None
-    assert _span_exporter(OtelSettings(exporter_otlp_endpoint="http://127.0.0.1:4318")) is not None
-    assert _span_exporter(OtelSettings(traces_exporter="none", exporter_otlp_endpoint="http://x:4318")) is None
+    assert span_exporter(OtelSettings()) is None
+    assert span_exporter(OtelSettings(exporter_otlp_endpoint="http://127.0.0.1:4318")) is not None
+    assert span_exporter(OtelSettings(traces_exporter="none", exporter_otlp_endpoint="http://x:4318")) is None
     with pytest.raises(ValueError, match="http/protobuf"):
-        _span_exporter(OtelSettings(exporter_otlp_endpoint="http://x:4317", exporter_otlp_protocol="grpc"))
+        span_exporter(OtelSettings(exporter_otlp_endpoint="http://x:4317", exporter_otlp_protocol="grpc"))
     with pytest.raises(ValueError, match="zipkin"):
-        _span_exporter(OtelSettings(traces_exporter="zipkin"))
+        span_exporter(OtelSettings(traces_exporter="zipkin"))
 
 
 # ---- logs --------------------------------------------------------------------------------------------------
@@ -159,7 +148,7 @@ def test_otlp_is_exported_only_when_asked_and_over_a_protocol_parley_ships() -> 
 def log_output() -> Iterator[io.StringIO]:
     """What Parley's handler writes, while pytest's own capture handlers stay in place."""
     configure_logging("INFO", "json")
-    handler = next(h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler))
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, ParleyLogHandler))
     output = io.StringIO()
     handler.setStream(output)
     yield output
@@ -211,12 +200,12 @@ def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> Non
     configure_logging("INFO", "console")
     try:
         logging.getLogger("parley.test").warning("readable %s", "line")
-        handler = next(h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler))
+        handler = next(h for h in logging.getLogger().handlers if isinstance(h, ParleyLogHandler))
         handler.flush()
         err = capsys.readouterr().err
         assert "readable line" in err and not err.lstrip().startswith("{")
     finally:
-        for handler in [h for h in logging.getLogger().handlers if isinstance(h, _ParleyHandler)]:
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, ParleyLogHandler)]:
             logging.getLogger().removeHandler(handler)
 
 
@@ -224,8 +213,8 @@ def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> Non
 
 PROBE = """
 import json, sys
-from parley_shared.kafka.publishing import OutgoingRecord
-from parley_shared.tracing import OtelSettings, configure_tracing, continuing_trace, with_trace_context
+from parley_shared.kafka.publishing import OutgoingRecord, with_trace_context
+from parley_shared.tracing import OtelSettings, configure_tracing, continuing_trace
 
 configure_tracing("probe", OtelSettings(traces_exporter=sys.argv[1]))
 with continuing_trace(None, "probe") as span:
@@ -298,12 +287,9 @@ async def test_each_provider_request_is_a_client_span_whose_traceparent_the_prov
 async def test_an_unsampled_trace_is_carried_on_without_spans_of_its_own(spans: InMemorySpanExporter) -> None:
     unsampled = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-00"
 
-    async def handle(record: Any) -> list[OutgoingRecord]:
-        return [OutgoingRecord(topic=OUTPUT, value=b"out")]
-
     publisher = RecordingPublisher()
-    step = make_step(handle, publisher, RecordedSleep())
-    await step.handle_records([HeaderRecord(1, b"x", [("traceparent", unsampled.encode())])])
+    step = make_step(ScriptedHandler(), publisher, RecordedSleep())
+    await step.handle_records([traced_record(1, "ok:x", unsampled)])
 
     (out,) = publisher.publications[0].records
     assert trace_parent_of(out) == unsampled  # the same trace and parent, still unsampled

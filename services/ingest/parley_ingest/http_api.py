@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
@@ -88,9 +88,16 @@ def _options_from_query(request: Request) -> dict[str, Any]:
 
 
 def build_router(
-    submitter: Submitter, publish_submitted: Any, *, max_upload_bytes: int, api_keys: Iterable[SecretStr] = ()
+    submitter: Submitter,
+    publish_submitted: Callable[[JobSubmitted], Awaitable[None]],
+    *,
+    max_upload_bytes: int,
+    api_keys: Iterable[SecretStr] = (),
 ) -> APIRouter:
-    """The submission routes; with ``api_keys`` each needs one of them (``/healthz`` and ``/readyz`` live elsewhere)."""
+    """The submission routes; with ``api_keys`` each needs one of them (``/healthz`` and ``/readyz`` live elsewhere).
+
+    ``publish_submitted`` returns once the submission's ``JobSubmitted`` is committed to the jobs topic.
+    """
     router = APIRouter(prefix="/v1/process", tags=["submit"], dependencies=[Depends(ApiKeyCheck(api_keys))])
 
     async def accept(request: ProcessRequested) -> Accepted:

@@ -8,10 +8,11 @@ from typing import Any
 
 from parley_shared.events import JobSubmitted, MediaKind, ProcessRequested
 from parley_shared.logs import bind_ids
-from parley_shared.metrics import counted_submission
-from parley_shared.provider import ProcessResponse, ProviderClient
+from parley_shared.provider import ProcessResponse
+from parley_shared.provider.ports import AsyncApi
 
 from parley_ingest.ledger import RequestLedger
+from parley_ingest.metrics import counted_submission
 
 logger = logging.getLogger("parley.ingest")
 
@@ -19,7 +20,7 @@ logger = logging.getLogger("parley.ingest")
 class Submitter:
     """Calls the provider's Async API once per requestId and describes the result as a ``JobSubmitted``."""
 
-    def __init__(self, provider: ProviderClient, ledger: RequestLedger, *, webhook_url: str | None) -> None:
+    def __init__(self, provider: AsyncApi, ledger: RequestLedger, *, webhook_url: str | None) -> None:
         self._provider = provider
         self._ledger = ledger
         self._webhook_url = webhook_url
@@ -54,6 +55,12 @@ class Submitter:
             return self._submitted(request.request_id, request.kind, accepted)
 
         return await self._once(request.request_id, call_provider)
+
+    async def jobs_for(self, request: ProcessRequested) -> list[JobSubmitted]:
+        """A ``parley.requests`` command's job. Given even for a repeated request: the first ``JobSubmitted`` may
+        have been lost, and job-watcher ignores a jobId it already watches."""
+        submitted, _ = await self.submit(request)
+        return [submitted]
 
     async def submit_file(
         self,

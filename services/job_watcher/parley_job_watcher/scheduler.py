@@ -75,6 +75,11 @@ class PollScheduler:
     def get(self, job_id: str) -> PendingJob | None:
         return self._jobs.get(job_id)
 
+    @property
+    def timer_entries(self) -> int:
+        """Entries in the timer heap, stale ones included: what the heap costs in memory (bounded by the rebuild)."""
+        return len(self._heap)
+
     def jobs(self) -> list[PendingJob]:
         return list(self._jobs.values())
 

@@ -19,14 +19,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiokafka import TopicPartition
-from parley_shared.events import JobCompleted, JobFailed, JobResolved, JobSubmitted
+from parley_shared.events import DeadLetter, JobCompleted, JobFailed, JobResolved, JobSubmitted
+from parley_shared.kafka.hops import Outputs, RecordPosition
 from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
 from parley_shared.logs import bind_ids
-from parley_shared.metrics import job_settled, status_polled
-from parley_shared.provider import JobNotFound, JobStatus, ProviderClient, ProviderError
-from parley_shared.settings import TopicNames
-from parley_shared.tracing import continuing_trace, with_trace_context
+from parley_shared.provider import JobNotFound, JobStatus, ProviderError
+from parley_shared.provider.ports import JobApi
+from parley_shared.tracing import continuing_trace
+from pydantic import BaseModel
 
+from parley_job_watcher.metrics import status_polled
 from parley_job_watcher.progress import PartitionProgress
 from parley_job_watcher.scheduler import PendingJob, PollScheduler
 
@@ -56,12 +58,16 @@ class RecentIds:
 
 
 class JobWatch:
+    """The owner of the jobs topic's events (a ``Feed``): it writes outcomes when jobs settle, and commits the
+    jobs-topic offsets with them, up to the oldest job still pending."""
+
     def __init__(
         self,
         *,
-        provider: ProviderClient,
-        publisher: Callable[[], AtomicPublisher],
-        topics: TopicNames,
+        provider: JobApi,
+        publisher: AtomicPublisher,
+        outputs: Outputs,
+        jobs_topic: str,
         group_id: str,
         scheduler: PollScheduler,
         max_concurrent_polls: int = 64,
@@ -69,7 +75,8 @@ class JobWatch:
     ) -> None:
         self._provider = provider
         self._publisher = publisher
-        self._topics = topics
+        self._outputs = outputs
+        self._jobs_topic = jobs_topic
         self._group_id = group_id
         self.scheduler = scheduler
         self._clock = clock
@@ -78,6 +85,7 @@ class JobWatch:
         self._settled = RecentIds(200_000)  # job ids whose outcome is published (duplicates ignored)
         self._early_webhooks = RecentIds(50_000)  # statuses reported before the job's JobSubmitted was read
         self._outbox: list[OutgoingRecord] = []
+        self._outbox_events: list[BaseModel] = []  # the events of those records, counted once committed
         self._outbox_jobs: list[str] = []  # the jobs whose outcomes are in the outbox
         self._outbox_has_work = asyncio.Event()
         self._scheduler_changed = asyncio.Event()
@@ -99,9 +107,19 @@ class JobWatch:
                 self.scheduler.remove(job.job_id)
 
     def commit_positions(self) -> dict[TopicPartition, int]:
-        return {TopicPartition(self._topics.jobs, p): progress.safe_offset() for p, progress in self.partitions.items()}
+        return {TopicPartition(self._jobs_topic, p): progress.safe_offset() for p, progress in self.partitions.items()}
 
     # ---- input ----------------------------------------------------------------------------------------------
+
+    def on_event(self, event: JobSubmitted | JobResolved, position: RecordPosition) -> None:
+        if isinstance(event, JobSubmitted):
+            self.on_submitted(event, position.partition, position.offset, trace_parent=position.trace_parent)
+        else:
+            self.on_resolved(event, position.partition, position.offset)
+
+    def on_unreadable(self, letter: DeadLetter, position: RecordPosition) -> None:
+        self.on_record_seen(position.partition, position.offset)
+        self._queue([letter])
 
     def on_record_seen(self, partition: int, offset: int) -> None:
         progress = self.partitions.setdefault(partition, PartitionProgress())
@@ -244,7 +262,6 @@ class JobWatch:
         if self.scheduler.remove(job.job_id) is None:
             return
         self._settled.add(job.job_id)
-        job_settled("completed" if failure is None else "expired" if failure == "deadline" else "failed", detected_by)
         if failure is None:
             logger.info("job completed after %d poll(s), detected by %s", job.polls, detected_by)
         else:
@@ -273,19 +290,10 @@ class JobWatch:
             job_id=job.job_id,
             outcome="completed" if failure is None else "failed",
         )
-        key = job.conversation_id.encode()
-        self._outbox.extend(
-            with_trace_context(
-                [
-                    OutgoingRecord(topic=self._topics.completions, key=key, value=outcome.to_wire()),
-                    OutgoingRecord(topic=self._topics.jobs, key=key, value=marker.to_wire()),
-                ]
-            )
-        )
+        self._queue([outcome, marker])
         self._outbox_jobs.append(job.job_id)
         self.partitions[job.partition].release(job.offset)
         self._offsets_dirty = True
-        self._outbox_has_work.set()
 
     def drop_unpublished(self) -> None:
         """Forget queued outcomes that could not be published: the partitions' next owner settles those jobs.
@@ -296,28 +304,33 @@ class JobWatch:
             self._settled.pop(job_id)
         self._outbox_jobs.clear()
         self._outbox.clear()
+        self._outbox_events.clear()
         self._outbox_has_work.clear()
 
-    def queue(self, record: OutgoingRecord) -> None:
-        """Queue a record (a dead letter) for the next transaction."""
-        self._outbox.append(record)
+    def _queue(self, events: list[BaseModel]) -> None:
+        """Queue events (outcomes, markers, dead letters) for the next transaction, in the current trace."""
+        self._outbox.extend(self._outputs.records(events))
+        self._outbox_events.extend(events)
         self._outbox_has_work.set()
 
     async def flush(self) -> None:
         """Publish everything queued, with the offsets now safe to commit, in one transaction."""
         records, self._outbox = self._outbox, []
+        events, self._outbox_events = self._outbox_events, []
         settled_jobs, self._outbox_jobs = self._outbox_jobs, []
         self._outbox_has_work.clear()
         dirty, self._offsets_dirty = self._offsets_dirty, False
         if not records and not dirty:
             return
         try:
-            await self._publisher().publish(records, consumed=self.commit_positions(), group_id=self._group_id)
+            await self._publisher.publish(records, consumed=self.commit_positions(), group_id=self._group_id)
         except BaseException:
             self._outbox[:0] = records  # keep them, in order, for the next try
+            self._outbox_events[:0] = events
             self._outbox_jobs[:0] = settled_jobs
             self._offsets_dirty = True
             raise
+        self._outputs.committed(events)
 
     async def run_publishing(self, *, idle_commit_seconds: float = 1.0) -> None:
         """Group commit: one transaction for everything settled while the previous one was in flight."""

@@ -9,11 +9,11 @@ from parley_shared.api_keys import ApiKeyCheck
 from parley_shared.events import IdStr
 from parley_shared.http_errors import ApiProblem
 from parley_shared.logs import bind_ids
-from parley_shared.metrics import webhook_received
 from parley_shared.provider import JobStatus
 from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature_matches
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from parley_job_watcher.metrics import webhook_received
 from parley_job_watcher.watch import JobWatch
 
 

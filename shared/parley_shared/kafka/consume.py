@@ -1,31 +1,38 @@
-"""The consume→produce step every pipeline service runs on a batch of records.
+"""The consume→produce step a ``Transform`` hop runs on each batch of records.
 
-Each record is handled concurrently (within a bound) into output records; a record whose input is bad, or whose
-failure is permanent, becomes a dead letter; a transient failure is retried with jittered backoff, and after
-``max_attempts`` it too becomes a dead letter (with the attempt count) instead of blocking its partition forever.
-The outputs and the batch's offsets are then committed in one transaction. If that fails, the consumer is rewound
-to the batch's first offsets and the batch is handled again after a pause: nothing lost, nothing half-written.
+Each record is decoded into the hop's consumed event and handled concurrently (within a bound) into output events;
+a record that holds no such event, or whose failure is permanent, becomes a dead letter; a transient failure is
+retried with jittered backoff, and after the retry policy's last attempt it too becomes a dead letter (with the
+attempt count) instead of blocking its partition forever. The outputs and the batch's offsets are then committed
+in one transaction, and only then counted. If the commit fails, the batch is handled again after a pause: nothing
+lost, nothing half-written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from faststream.kafka import KafkaMessage
+from pydantic import BaseModel, ValidationError
 
+from parley_shared.events import DeadLetter
 from parley_shared.kafka.dead_letters import dead_letter_from_record
-from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
+from parley_shared.kafka.hops import Outputs, Transform
+from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.metrics import RECORD_RETRIES, count_committed_records, series
-from parley_shared.tracing import consuming_record, with_trace_context
+from parley_shared.provider.errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from parley_shared.retry import RetryPolicy
+from parley_shared.tracing import consuming_record
+from parley_shared.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
+
+# Transient failures of one record: about two minutes of retries before it is given up on.
+DEFAULT_RECORD_RETRIES = RetryPolicy(base_seconds=0.5, max_seconds=30.0, max_attempts=8)
 
 
 class PermanentFailure(Exception):
@@ -36,15 +43,19 @@ class TransientFailure(Exception):
     """Handling may succeed later (provider or network trouble): retry with backoff."""
 
 
-RecordHandler = Callable[[Any], Awaitable[Sequence[OutgoingRecord]]]
+def classify_failure(error: Exception) -> PermanentFailure | TransientFailure:
+    """Whether a handler's error is worth retrying: the one place provider errors are mapped for Kafka hops.
 
-
-@dataclass
-class StepPolicy:
-    max_attempts: int = 8
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    concurrency: int = 64
+    Provider trouble and refused credentials (ours, not the record's: they may be fixed) are retried; anything else
+    the provider says about the request is final.
+    """
+    if isinstance(error, PermanentFailure | TransientFailure):
+        return error
+    if isinstance(error, ProviderUnavailable | ProviderAuthError):
+        return TransientFailure(str(error))
+    if isinstance(error, ProviderError):
+        return PermanentFailure(str(error))
+    raise error
 
 
 def consumed_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
@@ -56,50 +67,61 @@ def consumed_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
     return offsets
 
 
+class ConsumedBatch(Protocol):
+    """What the step reads of faststream's ``KafkaMessage``: the aiokafka record, or the batch of them."""
+
+    @property
+    def raw_message(self) -> Any: ...
+
+
 class ConsumeProduceStep:
+    """A ``Transform`` hop run on batches of records (the subscriber's handler calls it with each batch)."""
+
     def __init__(
         self,
+        hop: Transform[Any, Any],
         *,
         service: str,
-        handle_record: RecordHandler,
-        publisher: Callable[[], AtomicPublisher],
+        publisher: AtomicPublisher,
         group_id: str,
-        dead_letter_topic: str,
-        policy: StepPolicy | None = None,
+        retries: RetryPolicy = DEFAULT_RECORD_RETRIES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_progress: Callable[[], None] | None = None,
     ) -> None:
+        self._hop = hop
+        self._outputs = Outputs(hop.produces)
         self._service = service
-        self._handle_record = handle_record
         self._publisher = publisher
         self._group_id = group_id
-        self._dead_letter_topic = dead_letter_topic
-        self._policy = policy or StepPolicy()
+        self._retries = retries
         self._sleep = sleep
         self._on_progress = on_progress
-        self._limit = asyncio.Semaphore(self._policy.concurrency)
+        self._limit = asyncio.Semaphore(hop.concurrency)
 
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._policy.backoff_max_seconds, self._policy.backoff_base_seconds * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
-
-    async def _handle_with_retries(self, record: Any) -> Sequence[OutgoingRecord]:
-        # One span per record, in the trace its producer started; the outputs carry it on to the next hop.
-        with consuming_record(record, service=self._service, group_id=self._group_id):
-            return with_trace_context(await self._attempts(record))
-
-    async def _attempts(self, record: Any) -> Sequence[OutgoingRecord]:
+    async def _attempts(self, record: Any) -> Sequence[BaseModel]:
+        try:
+            event = self._hop.consumes.decode(record.value)
+        except ValidationError as error:
+            reason = f"invalid {self._hop.consumes.event_names}: {describe_validation_error(error)}"
+            return [self._dead_letter(record, reason, 1)]
         attempt = 1
         while True:
             try:
                 async with self._limit:
-                    return await self._handle_record(record)
-            except PermanentFailure as failure:
-                return [self._dead_letter(record, failure, attempt)]
-            except TransientFailure as failure:
-                if attempt >= self._policy.max_attempts:
+                    outputs = await self._hop.handler(event)
+                for output in outputs:
+                    self._outputs.stream_for(output)  # an undeclared output is a bug: fail here, not on commit
+                return outputs
+            except Exception as error:
+                try:
+                    failure = classify_failure(error)
+                except Exception:
+                    # A failure nobody foresaw: keep the record (and the partition moving) rather than skip it.
+                    logger.exception("unexpected error on %s[%s]@%s", record.topic, record.partition, record.offset)
+                    return [self._dead_letter(record, error, attempt)]
+                if isinstance(failure, PermanentFailure) or not self._retries.may_retry(attempt):
                     return [self._dead_letter(record, failure, attempt)]
-                delay = self._backoff(attempt)
+                delay = self._retries.delay(attempt)
                 series(RECORD_RETRIES, self._service).inc()
                 logger.warning(
                     "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s",
@@ -112,12 +134,8 @@ class ConsumeProduceStep:
                 )
                 await self._sleep(delay)
                 attempt += 1
-            except Exception as error:
-                # A failure nobody foresaw: keep the record (and the partition moving) rather than skip it.
-                logger.exception("unexpected error on %s[%s]@%s", record.topic, record.partition, record.offset)
-                return [self._dead_letter(record, error, attempt)]
 
-    def _dead_letter(self, record: Any, failure: Exception, attempts: int) -> OutgoingRecord:
+    def _dead_letter(self, record: Any, failure: Exception | str, attempts: int) -> DeadLetter:
         logger.warning(
             "dead-lettering %s[%s]@%s after %d attempt(s): %s",
             record.topic,
@@ -126,18 +144,24 @@ class ConsumeProduceStep:
             attempts,
             failure,
         )
-        return dead_letter_from_record(
-            record, service=self._service, topic=self._dead_letter_topic, error=failure, attempts=attempts
-        )
+        return dead_letter_from_record(record, service=self._service, error=failure, attempts=attempts)
 
     async def handle_records(self, records: Sequence[Any]) -> None:
         """Handle ``records`` and commit outputs and offsets atomically (raises if the commit fails)."""
-        results = await asyncio.gather(*(self._handle_with_retries(r) for r in records))
-        outputs = [out for result in results for out in result]
-        await self._publisher().publish(outputs, consumed=consumed_offsets(records), group_id=self._group_id)
-        count_committed_records(self._service, results, self._dead_letter_topic)
+        results = await asyncio.gather(*(self._traced_records(r) for r in records))
+        events = [event for result, _ in results for event in result]
+        outgoing = [out for _, result in results for out in result]
+        await self._publisher.publish(outgoing, consumed=consumed_offsets(records), group_id=self._group_id)
+        self._outputs.committed(events)
+        count_committed_records(self._service, [any(isinstance(e, DeadLetter) for e in r) for r, _ in results])
 
-    async def __call__(self, msg: KafkaMessage) -> None:
+    async def _traced_records(self, record: Any) -> tuple[Sequence[BaseModel], Sequence[Any]]:
+        """A record's output events, and their records carrying the record's trace on."""
+        with consuming_record(record, service=self._service, group_id=self._group_id):
+            events = await self._attempts(record)
+            return events, self._outputs.records(events)
+
+    async def __call__(self, msg: ConsumedBatch) -> None:
         raw = msg.raw_message
         records: Sequence[Any] = raw if isinstance(raw, (tuple, list)) else (raw,)
         attempt = 1
@@ -148,8 +172,8 @@ class ConsumeProduceStep:
                     self._on_progress()
                 return
             except KafkaError as error:
-                # Could not commit: rewind so the batch is read again, and pause instead of spinning.
-                delay = self._backoff(attempt)
+                # Could not commit: pause instead of spinning, and handle the batch again.
+                delay = self._retries.delay(attempt)
                 logger.error("could not commit a batch of %d (%s); retrying in %.1fs", len(records), error, delay)
                 await self._sleep(delay)
                 attempt += 1

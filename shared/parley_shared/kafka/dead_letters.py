@@ -1,4 +1,8 @@
-"""Turning a record that cannot be handled into a dead letter: the reason, where it came from, the original bytes."""
+"""Turning a record that cannot be handled into a dead letter: the reason, where it came from, the original bytes.
+
+Dead letters are events like any other output: the hop that gives up on a record writes one to its declared
+dead-letter stream, in the transaction that commits the record's offset, and it is counted once that commits.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import re
 from typing import Any
 
 from parley_shared.events import DeadLetter
-from parley_shared.kafka.publishing import OutgoingRecord
+from parley_shared.kafka.hops import Stream
 from parley_shared.metrics import DEAD_LETTERS, series
 
 # Dead letters carry the original base64-encoded (4/3 of its size); past this the original is cut, and says so.
@@ -40,7 +44,6 @@ def _peek_ids(value: bytes | None) -> dict[str, str | None]:
 def dead_letter(
     *,
     service: str,
-    topic: str,
     error: BaseException | str,
     value: bytes | None,
     key: bytes | None = None,
@@ -48,7 +51,7 @@ def dead_letter(
     source_partition: int | None = None,
     source_offset: int | None = None,
     attempts: int = 1,
-) -> OutgoingRecord:
+) -> DeadLetter:
     reason = error if isinstance(error, str) else (str(error) or type(error).__name__)
     original = value or b""
     truncated = len(original) > MAX_ORIGINAL_BYTES
@@ -65,17 +68,23 @@ def dead_letter(
         original_truncated=truncated,
         **_peek_ids(value),
     )
-    series(DEAD_LETTERS, service, letter.error_type).inc()
-    return OutgoingRecord(topic=topic, key=key, value=letter.to_wire())
+    return letter
 
 
-def dead_letter_from_record(
-    record: Any, *, service: str, topic: str, error: BaseException | str, attempts: int = 1
-) -> OutgoingRecord:
+def original_key(letter: DeadLetter) -> bytes | None:
+    """The record key of a dead letter: the original record's, so it lands beside what it was about."""
+    return base64.b64decode(letter.original_key) if letter.original_key is not None else None
+
+
+def count_dead_letter(letter: DeadLetter) -> None:
+    """Once the dead letter is committed."""
+    series(DEAD_LETTERS, letter.service, letter.error_type).inc()
+
+
+def dead_letter_from_record(record: Any, *, service: str, error: BaseException | str, attempts: int = 1) -> DeadLetter:
     """A dead letter for an aiokafka ``ConsumerRecord``."""
     return dead_letter(
         service=service,
-        topic=topic,
         error=error,
         value=record.value,
         key=record.key,
@@ -84,3 +93,8 @@ def dead_letter_from_record(
         source_offset=record.offset,
         attempts=attempts,
     )
+
+
+def dead_letter_stream(topic: str, description: str) -> Stream[DeadLetter]:
+    """The dead-letter stream, for a hop's ``produces``: keyed like the original record, counted once committed."""
+    return Stream(topic, DeadLetter, description, key=original_key, on_committed=count_dead_letter)

@@ -19,7 +19,8 @@ from parley_shared.provider.errors import (
     UnexpectedProviderResponse,
 )
 from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, JobStatus, ProcessResponse
-from parley_shared.provider.retry import RetryPolicy, parse_retry_after
+from parley_shared.provider.retry import parse_retry_after
+from parley_shared.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_INSIGHT_CONCURRENCY",

@@ -42,7 +42,8 @@ from parley_shared.provider.errors import (
     UnexpectedProviderResponse,
 )
 from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, ProcessResponse
-from parley_shared.provider.retry import RetryPolicy, parse_retry_after
+from parley_shared.provider.retry import parse_retry_after
+from parley_shared.retry import RetryPolicy
 from parley_shared.settings import ProviderSettings
 from parley_shared.tracing import calling_provider
 

@@ -1,0 +1,51 @@
+"""The parts of the provider each service calls, as protocols: ``ProviderClient`` implements them all, and a test's
+fake implements the one it stands for (mypy checks both). Each is an async context manager, which the service
+enters for its lifetime (the client's connection pool)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from parley_shared.provider.client import DEFAULT_INSIGHT_CONCURRENCY, MediaKind
+from parley_shared.provider.models import InsightEndpoint, JobState, ProcessResponse
+
+
+class AsyncApi(AbstractAsyncContextManager[Any], Protocol):
+    """Submitting conversations (ingest)."""
+
+    async def submit_text(self, body: Mapping[str, Any], *, conversation_id: str | None = None) -> ProcessResponse: ...
+
+    async def submit_media_url(
+        self, kind: MediaKind, body: Mapping[str, Any], *, conversation_id: str | None = None
+    ) -> ProcessResponse: ...
+
+    async def submit_media_file(
+        self,
+        kind: MediaKind,
+        content: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        content_length: int | None,
+        options: Mapping[str, Any],
+        conversation_id: str | None = None,
+    ) -> ProcessResponse: ...
+
+
+class JobApi(AbstractAsyncContextManager[Any], Protocol):
+    """Checking a job's status (job-watcher)."""
+
+    async def get_job(self, job_id: str) -> JobState: ...
+
+
+class ConversationApi(AbstractAsyncContextManager[Any], Protocol):
+    """Reading a conversation's insights (insight-fetcher)."""
+
+    async def fetch_insights(
+        self,
+        conversation_id: str,
+        endpoints: Iterable[InsightEndpoint] = tuple(InsightEndpoint),
+        *,
+        concurrency: int = DEFAULT_INSIGHT_CONCURRENCY,
+    ) -> dict[str, Any]: ...
