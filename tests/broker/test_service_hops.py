@@ -22,7 +22,7 @@ from parley_ingest.app import create_app as create_ingest
 from parley_ingest.settings import IngestSettings
 from parley_insight_fetcher.app import create_app as create_fetcher
 from parley_insight_fetcher.settings import InsightFetcherSettings
-from parley_shared.events import JobCompleted, JobFailed, MediaKind, ProcessRequested
+from parley_shared.events import JobCompleted, JobFailed, ProcessRequested
 from parley_shared.kafka.publishing import AtomicPublisher, BrokerPublisher, TransactionalPublisher
 from parley_shared.kafka.topics import ensure_topics
 from parley_shared.provider import ProviderClient
@@ -165,10 +165,12 @@ async def test_ingest_submits_commands_and_dead_letters_bad_ones(real: bool, req
         if len(letters_arrived) >= 2:
             both_letters.set()
 
-    good = ProcessRequested(request_id="req-good", kind=MediaKind.TEXT, messages=[{"payload": {"content": "hello"}}])  # type: ignore[list-item]
-    refused = ProcessRequested(
-        request_id="req-refused", kind=MediaKind.TEXT, messages=[{"payload": {"content": "refuse me"}}]
-    )  # type: ignore[list-item]
+    good = ProcessRequested.model_validate(
+        {"requestId": "req-good", "kind": "text", "messages": [{"payload": {"content": "hello"}}]}
+    )
+    refused = ProcessRequested.model_validate(
+        {"requestId": "req-refused", "kind": "text", "messages": [{"payload": {"content": "refuse me"}}]}
+    )
     garbage = b"\xff not json"
     async with TestKafkaBroker(broker, with_real=real) as test_broker:
         late.target = await started_publisher(settings, broker, real)
