@@ -1,5 +1,8 @@
 """The engine's composition root: settings → store → workers → job runner and webhook sender → HTTP API.
 
+The lifespan opens the store (upgrading its schema: ``parley_engine.store.migrations``), builds the parts and keeps
+them as ``EngineComponents``, which the routes receive as typed dependencies (``parley_engine.dependencies``).
+
 Everything the engine serves is here: auth, the Async API, the Job API, the Conversation API, health. Errors are
 JSON ``{"message": …}`` everywhere, bad input is a 4xx, never a 5xx.
 """
@@ -19,12 +22,14 @@ from parley_shared.tracing import flush_traces, http_telemetry, trace_http_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley_engine.async_api import build_async_router, build_job_router
-from parley_engine.auth import TokenAuthority, build_auth_router
+from parley_engine.auth import build_auth_router
 from parley_engine.conversations_api import build_conversations_router
+from parley_engine.dependencies import EngineComponents, MaybeStartedDep
 from parley_engine.faults import FaultMode, FaultSettings
 from parley_engine.jobs import JobRunner
 from parley_engine.settings import EngineSettings
 from parley_engine.store import Store
+from parley_engine.tokens import TokenAuthority
 from parley_engine.webhooks import WebhookSender
 from parley_engine.workers import (
     AnalysisWorkers,
@@ -68,16 +73,18 @@ def create_app(
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         store = await Store.open(settings.resolved_database_url)
         workers = build_workers(settings, analyzer_factory, recognizer_factory)
-        sender = WebhookSender(store, settings, faults=fault_mode.webhook_faults(store) if fault_mode else None)
+        faults = fault_mode.webhook_faults(store.deliveries) if fault_mode else None
+        sender = WebhookSender(store.deliveries, settings, faults=faults)
         runner = JobRunner(
-            store, workers, settings, on_status_change=sender.wake, lease_seconds=settings.job_lease_seconds
+            store.jobs,
+            store.conversations,
+            workers,
+            settings,
+            on_status_change=sender.wake,
+            lease_seconds=settings.job_lease_seconds,
         )
-        app.state.settings = settings
-        app.state.store = store
-        app.state.workers = workers
-        app.state.webhook_sender = sender
-        app.state.job_runner = runner
-        app.state.token_authority = TokenAuthority(settings, store, await store.signing_key())
+        authority = TokenAuthority(settings, store.credentials, await store.credentials.signing_key())
+        app.state.components = EngineComponents(settings, store, workers, runner, sender, authority)
         await sender.start()
         await runner.start()
         log.info("engine ready on %s:%d (data in %s)", settings.http_host, settings.http_port, settings.engine_data_dir)
@@ -113,9 +120,8 @@ def create_app(
         return {"status": "ok", "service": "engine"}
 
     @app.get("/readyz", tags=["health"], summary="Readiness: the database answers")
-    async def ready(request: Request) -> JSONResponse:
-        store: Store | None = getattr(request.app.state, "store", None)
-        reachable = store is not None and await store.ping()
+    async def ready(components: MaybeStartedDep) -> JSONResponse:
+        reachable = components is not None and await components.store.database.ping()
         return JSONResponse(
             {"status": "ok" if reachable else "database unreachable", "service": "engine"},
             status_code=200 if reachable else 503,
@@ -129,8 +135,9 @@ def create_app(
         fault_mode.install(app, settings.resolved_database_url)
 
     async def count_active_jobs() -> None:
-        if (store := getattr(app.state, "store", None)) is not None:
-            ENGINE_ACTIVE_JOBS.labels(service="engine").set(await store.count_active_jobs())
+        components: EngineComponents | None = getattr(app.state, "components", None)
+        if components is not None:
+            ENGINE_ACTIVE_JOBS.labels(service="engine").set(await components.store.jobs.count_active_jobs())
 
     serve_metrics(app, "engine", before_scrape=[count_active_jobs])
     return app

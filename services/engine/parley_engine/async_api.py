@@ -11,9 +11,9 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from parley_shared.http_errors import ApiProblem
 from parley_shared.validation import describe_validation_error
@@ -21,12 +21,17 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from parley_engine.auth import AccessChecked
+from parley_engine.dependencies import (
+    ConversationsDep,
+    JobRunnerDep,
+    JobsDep,
+    SettingsDep,
+    WebhookSenderDep,
+)
 from parley_engine.identifiers import new_conversation_id, new_job_id
-from parley_engine.jobs import JobRunner, media_suffix
+from parley_engine.jobs import media_suffix
 from parley_engine.options import AsyncOptions, TextRequest, UrlRequest, options_from_query
-from parley_engine.settings import EngineSettings
-from parley_engine.store import ConversationNotFound, NewConversation, NewJob, Store, TooManyJobs
-from parley_engine.webhooks import WebhookSender
+from parley_engine.store import ConversationNotFound, NewConversation, NewJob, TooManyJobs
 
 CONVERSATION_NOT_FOUND = "The conversationId is either invalid or does not exist."
 
@@ -51,20 +56,28 @@ def invalid(error: ValidationError) -> ApiProblem:
 class Submissions:
     """What every Async API endpoint does around its own input handling."""
 
-    def __init__(self, request: Request) -> None:
-        self.settings: EngineSettings = request.app.state.settings
-        self.store: Store = request.app.state.store
-        self.runner: JobRunner = request.app.state.job_runner
-        self.webhooks: WebhookSender = request.app.state.webhook_sender
+    def __init__(
+        self,
+        settings: SettingsDep,
+        jobs: JobsDep,
+        conversations: ConversationsDep,
+        runner: JobRunnerDep,
+        webhooks: WebhookSenderDep,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.conversations = conversations
+        self.runner = runner
+        self.webhooks = webhooks
 
     async def admit(self, conversation_id: str | None) -> JSONResponse | None:
         """Refuse early: an unknown conversation (404) or too many active jobs (429)."""
         if conversation_id is not None:
             try:
-                await self.store.conversation(conversation_id)
+                await self.conversations.conversation(conversation_id)
             except ConversationNotFound:
                 raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
-        if await self.store.count_active_jobs() >= self.settings.max_concurrent_jobs:
+        if await self.jobs.count_active_jobs() >= self.settings.max_concurrent_jobs:
             return too_many_jobs(self.settings.max_concurrent_jobs)
         return None
 
@@ -105,7 +118,7 @@ class Submissions:
         limit = self.settings.max_concurrent_jobs
         try:
             # The count and the insert are one transaction: replicas on one database cannot overshoot the limit.
-            row = await self.store.submit_job(
+            row = await self.jobs.submit_job(
                 job, new_conversation=new_conversation, conversation_id=conversation_id, max_active_jobs=limit
             )
         except (ConversationNotFound, TooManyJobs) as refused:
@@ -162,6 +175,9 @@ class Submissions:
         return path
 
 
+SubmissionsDep = Annotated[Submissions, Depends(Submissions)]
+
+
 def _media_type_accepted(content_type: str | None, family: str) -> bool:
     # Symbl's own Python SDK sends an empty Content-Type for files unless told one: the same as none.
     if content_type is None or not content_type.strip():
@@ -173,8 +189,7 @@ def _media_type_accepted(content_type: str | None, family: str) -> bool:
 def build_async_router() -> APIRouter:
     router = APIRouter(prefix="/v1/process", tags=["async"])
 
-    async def process_text(request: Request, conversation_id: str | None) -> Any:
-        submissions = Submissions(request)
+    async def process_text(request: Request, submissions: Submissions, conversation_id: str | None) -> Any:
         if (refused := await submissions.admit(conversation_id)) is not None:
             return refused
         data = await submissions.json_body(request)
@@ -191,8 +206,9 @@ def build_async_router() -> APIRouter:
             start_time=body.first_start_time(),
         )
 
-    async def process_media(request: Request, family: str, conversation_id: str | None) -> Any:
-        submissions = Submissions(request)
+    async def process_media(
+        request: Request, submissions: Submissions, family: str, conversation_id: str | None
+    ) -> Any:
         if (refused := await submissions.admit(conversation_id)) is not None:
             return refused
         try:
@@ -208,8 +224,9 @@ def build_async_router() -> APIRouter:
             kind=family, source=family, options=options, conversation_id=conversation_id, job_id=job_id, input_path=path
         )
 
-    async def process_media_url(request: Request, family: str, conversation_id: str | None) -> Any:
-        submissions = Submissions(request)
+    async def process_media_url(
+        request: Request, submissions: Submissions, family: str, conversation_id: str | None
+    ) -> Any:
         if (refused := await submissions.admit(conversation_id)) is not None:
             return refused
         data = await submissions.json_body(request)
@@ -228,44 +245,48 @@ def build_async_router() -> APIRouter:
         )
 
     @router.post("/text", summary="Process text messages as a new conversation")
-    async def post_text(request: Request, _: AccessChecked) -> Any:
-        return await process_text(request, None)
+    async def post_text(request: Request, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_text(request, submissions, None)
 
     @router.put("/text/{conversationId}", summary="Append text messages to a conversation")
-    async def put_text(request: Request, conversationId: str, _: AccessChecked) -> Any:
-        return await process_text(request, conversationId)
+    async def put_text(request: Request, conversationId: str, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_text(request, submissions, conversationId)
 
     @router.post("/audio/url", summary="Process an audio file at a URL as a new conversation")
-    async def post_audio_url(request: Request, _: AccessChecked) -> Any:
-        return await process_media_url(request, "audio", None)
+    async def post_audio_url(request: Request, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_media_url(request, submissions, "audio", None)
 
     @router.put("/audio/url/{conversationId}", summary="Append an audio file at a URL to a conversation")
-    async def put_audio_url(request: Request, conversationId: str, _: AccessChecked) -> Any:
-        return await process_media_url(request, "audio", conversationId)
+    async def put_audio_url(
+        request: Request, conversationId: str, _: AccessChecked, submissions: SubmissionsDep
+    ) -> Any:
+        return await process_media_url(request, submissions, "audio", conversationId)
 
     @router.post("/audio", summary="Process an uploaded audio file (raw body) as a new conversation")
-    async def post_audio(request: Request, _: AccessChecked) -> Any:
-        return await process_media(request, "audio", None)
+    async def post_audio(request: Request, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_media(request, submissions, "audio", None)
 
     @router.put("/audio/{conversationId}", summary="Append an uploaded audio file to a conversation")
-    async def put_audio(request: Request, conversationId: str, _: AccessChecked) -> Any:
-        return await process_media(request, "audio", conversationId)
+    async def put_audio(request: Request, conversationId: str, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_media(request, submissions, "audio", conversationId)
 
     @router.post("/video/url", summary="Process a video file at a URL as a new conversation")
-    async def post_video_url(request: Request, _: AccessChecked) -> Any:
-        return await process_media_url(request, "video", None)
+    async def post_video_url(request: Request, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_media_url(request, submissions, "video", None)
 
     @router.put("/video/url/{conversationId}", summary="Append a video file at a URL to a conversation")
-    async def put_video_url(request: Request, conversationId: str, _: AccessChecked) -> Any:
-        return await process_media_url(request, "video", conversationId)
+    async def put_video_url(
+        request: Request, conversationId: str, _: AccessChecked, submissions: SubmissionsDep
+    ) -> Any:
+        return await process_media_url(request, submissions, "video", conversationId)
 
     @router.post("/video", summary="Process an uploaded video file (raw body) as a new conversation")
-    async def post_video(request: Request, _: AccessChecked) -> Any:
-        return await process_media(request, "video", None)
+    async def post_video(request: Request, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_media(request, submissions, "video", None)
 
     @router.put("/video/{conversationId}", summary="Append an uploaded video file to a conversation")
-    async def put_video(request: Request, conversationId: str, _: AccessChecked) -> Any:
-        return await process_media(request, "video", conversationId)
+    async def put_video(request: Request, conversationId: str, _: AccessChecked, submissions: SubmissionsDep) -> Any:
+        return await process_media(request, submissions, "video", conversationId)
 
     return router
 
@@ -274,9 +295,8 @@ def build_job_router() -> APIRouter:
     router = APIRouter(prefix="/v1/job", tags=["jobs"])
 
     @router.get("/{jobId}", summary="A job's status")
-    async def get_job(request: Request, jobId: str, _: AccessChecked) -> dict[str, str]:
-        store: Store = request.app.state.store
-        job = await store.job(jobId)
+    async def get_job(jobId: str, _: AccessChecked, jobs: JobsDep) -> dict[str, str]:
+        job = await jobs.job(jobId)
         if job is None:
             raise ApiProblem(404, f"The jobId {jobId} is either invalid or does not exist.")
         body = {"id": job.id, "status": job.status}

@@ -93,3 +93,43 @@ def conversation_time(start: datetime | None, offset: float | None) -> str | Non
 
     moment = start + timedelta(seconds=offset)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def find_member(insights: dict[str, Any], member_id: str) -> dict[str, Any] | None:
+    """The member with ``member_id`` among stored insights' ``members``, if there is one."""
+    return next((member for member in insights.get("members", []) if member.get("id") == member_id), None)
+
+
+def rename_member(data: Any, member_id: str, name: str | None, email: str | None) -> Any:
+    """A copy of stored insights where every object carrying the member's id has the new name and email."""
+    if isinstance(data, list):
+        return [rename_member(item, member_id, name, email) for item in data]
+    if not isinstance(data, dict):
+        return data
+    renamed = {key: rename_member(value, member_id, name, email) for key, value in data.items()}
+    if renamed.get("id") == member_id and ("name" in renamed or "email" in renamed or "userId" in renamed):
+        if name is not None:
+            renamed["name"] = name
+        if email is not None:
+            renamed["email"] = email
+    return renamed
+
+
+def renamed_speaker(
+    speaker: dict[str, Any], member: dict[str, Any], name: str | None, email: str | None
+) -> dict[str, Any] | None:
+    """A stored utterance's speaker after ``member`` was renamed; None when the utterance is someone else's.
+
+    The speaker is the member by id or, when it has no id yet, by the member's former email (or userId) or name.
+    """
+    same_id = speaker.get("id") == member["id"]
+    same_person = speaker.get("id") is None and (
+        (member.get("email") and member.get("email") in (speaker.get("email"), speaker.get("user_id")))
+        or (member.get("name") and speaker.get("name") == member.get("name"))
+    )
+    if not (same_id or same_person):
+        return None
+    renamed = {**speaker, "id": member["id"], "name": name if name is not None else speaker.get("name")}
+    if email is not None:
+        renamed["email"] = email
+    return renamed

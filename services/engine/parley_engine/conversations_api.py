@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from parley_engine.async_api import CONVERSATION_NOT_FOUND, invalid
 from parley_engine.auth import require_access_token
 from parley_engine.conversation import ConversationInsights, conversation_time
+from parley_engine.dependencies import ConversationsDep, JobRunnerDep, JobsDep, WebhookSenderDep, WorkersDep
 from parley_engine.identifiers import new_job_id
-from parley_engine.jobs import JobRunner, regenerate_insights
-from parley_engine.store import ConversationNotFound, ConversationRow, MemberNotFound, NewJob, Store
+from parley_engine.jobs import regenerate_insights
+from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, MemberNotFound, NewJob
 from parley_engine.transcript import markdown_transcript, srt_transcript
-from parley_engine.workers import AnalysisWorkers
 
 
 class MemberUpdate(BaseModel):
@@ -105,17 +105,14 @@ def _highlights(insights: ConversationInsights, only_insights: bool) -> dict[str
 def build_conversations_router() -> APIRouter:
     router = APIRouter(prefix="/v1/conversations", tags=["conversations"], dependencies=[Depends(require_access_token)])
 
-    def store_of(request: Request) -> Store:
-        store: Store = request.app.state.store
-        return store
-
-    async def existing(request: Request, conversation_id: str) -> tuple[ConversationRow, ConversationInsights]:
-        store = store_of(request)
+    async def existing(
+        conversations: ConversationStore, conversation_id: str
+    ) -> tuple[ConversationRow, ConversationInsights]:
         try:
-            row = await store.conversation(conversation_id)
+            row = await conversations.conversation(conversation_id)
         except ConversationNotFound:
             raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
-        return row, await store.insights(conversation_id)
+        return row, await conversations.insights(conversation_id)
 
     async def json_object(request: Request) -> Any:
         try:
@@ -125,88 +122,93 @@ def build_conversations_router() -> APIRouter:
 
     @router.get("", summary="List conversations")
     async def list_conversations(
-        request: Request,
+        conversations: ConversationsDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
         offset: Annotated[int, Query(ge=0)] = 0,
         order: Literal["asc", "desc"] = "desc",
         start_time: Annotated[datetime | None, Query(alias="startTime")] = None,
         end_time: Annotated[datetime | None, Query(alias="endTime")] = None,
     ) -> dict[str, Any]:
-        store = store_of(request)
-        rows = await store.list_conversations(
+        rows = await conversations.list_conversations(
             limit=limit, offset=offset, descending=order == "desc", start_after=start_time, start_before=end_time
         )
-        return {"conversations": [conversation_body(row, await store.insights(row.id)) for row in rows]}
+        return {"conversations": [conversation_body(row, await conversations.insights(row.id)) for row in rows]}
 
     @router.get("/{conversationId}", summary="A conversation")
-    async def get_conversation(request: Request, conversationId: str) -> dict[str, Any]:
-        return conversation_body(*await existing(request, conversationId))
+    async def get_conversation(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        return conversation_body(*await existing(conversations, conversationId))
 
     @router.put("/{conversationId}", summary="Update a conversation's metadata")
-    async def put_conversation(request: Request, conversationId: str) -> dict[str, Any]:
-        await existing(request, conversationId)
+    async def put_conversation(
+        request: Request, conversationId: str, conversations: ConversationsDep
+    ) -> dict[str, Any]:
+        await existing(conversations, conversationId)
         body = await json_object(request)
         metadata = body.get("metadata") if isinstance(body, dict) else None
         if not isinstance(metadata, dict):
             raise ApiProblem(400, "invalid request: metadata: must be an object")
-        merged = await store_of(request).update_metadata(conversationId, metadata)
+        merged = await conversations.update_metadata(conversationId, metadata)
         return {"id": conversationId, "metadata": merged}
 
     @router.delete("/{conversationId}", summary="Delete a conversation")
-    async def delete_conversation(request: Request, conversationId: str) -> dict[str, str]:
+    async def delete_conversation(
+        conversationId: str, conversations: ConversationsDep, webhooks: WebhookSenderDep
+    ) -> dict[str, str]:
         try:
-            await store_of(request).delete_conversation(conversationId)
+            await conversations.delete_conversation(conversationId)
         except ConversationNotFound:
             raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
-        request.app.state.webhook_sender.wake()  # waiting jobs failed
+        webhooks.wake()  # waiting jobs failed
         return {"message": "successfully deleted the conversation"}
 
     @router.get("/{conversationId}/messages", summary="Messages (transcript)")
     async def messages(
-        request: Request,
         conversationId: str,
+        conversations: ConversationsDep,
         verbose: bool = False,
         sentiment: bool = False,
     ) -> dict[str, Any]:
-        _, insights = await existing(request, conversationId)
+        _, insights = await existing(conversations, conversationId)
         dropped = [key for key, wanted in (("words", verbose), ("sentiment", sentiment)) if not wanted]
         return {"messages": _without(insights.messages, *dropped)}
 
     @router.get("/{conversationId}/topics", summary="Topics")
     async def topics(
-        request: Request,
         conversationId: str,
+        conversations: ConversationsDep,
         sentiment: bool = False,
         parent_refs: Annotated[bool, Query(alias="parentRefs")] = False,
     ) -> dict[str, Any]:
-        _, insights = await existing(request, conversationId)
+        _, insights = await existing(conversations, conversationId)
         dropped = [key for key, wanted in (("sentiment", sentiment), ("parentRefs", parent_refs)) if not wanted]
         return {"topics": _without(insights.topics, *dropped)}
 
     @router.get("/{conversationId}/questions", summary="Questions")
-    async def questions(request: Request, conversationId: str) -> dict[str, Any]:
-        return {"questions": (await existing(request, conversationId))[1].questions}
+    async def questions(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        return {"questions": (await existing(conversations, conversationId))[1].questions}
 
     @router.get("/{conversationId}/action-items", summary="Action items")
-    async def action_items(request: Request, conversationId: str) -> dict[str, Any]:
-        return {"actionItems": (await existing(request, conversationId))[1].action_items}
+    async def action_items(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        return {"actionItems": (await existing(conversations, conversationId))[1].action_items}
 
     @router.get("/{conversationId}/follow-ups", summary="Follow-ups")
-    async def follow_ups(request: Request, conversationId: str) -> dict[str, Any]:
-        return {"followUps": (await existing(request, conversationId))[1].follow_ups}
+    async def follow_ups(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        return {"followUps": (await existing(conversations, conversationId))[1].follow_ups}
 
     @router.get("/{conversationId}/insights", summary="Questions, action items and follow-ups")
-    async def all_insights(request: Request, conversationId: str) -> dict[str, Any]:
-        _, insights = await existing(request, conversationId)
+    async def all_insights(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        _, insights = await existing(conversations, conversationId)
         return {"insights": [*insights.questions, *insights.action_items, *insights.follow_ups]}
 
     @router.get("/{conversationId}/members", summary="Members")
-    async def members(request: Request, conversationId: str) -> dict[str, Any]:
-        return {"members": (await existing(request, conversationId))[1].members}
+    async def members(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        return {"members": (await existing(conversations, conversationId))[1].members}
 
     @router.put("/{conversationId}/members/{memberId}", summary="Update a member's name and email")
-    async def put_member(request: Request, conversationId: str, memberId: str) -> dict[str, str]:
-        await existing(request, conversationId)
+    async def put_member(
+        request: Request, conversationId: str, memberId: str, conversations: ConversationsDep
+    ) -> dict[str, str]:
+        await existing(conversations, conversationId)
         try:
             update = MemberUpdate.model_validate(await json_object(request))
         except ValidationError as error:
@@ -214,7 +216,7 @@ def build_conversations_router() -> APIRouter:
         if update.id != memberId:
             raise ApiProblem(400, "invalid request: id: must be the memberId of the path")
         try:
-            await store_of(request).update_member(conversationId, memberId, update.name, update.email)
+            await conversations.update_member(conversationId, memberId, update.name, update.email)
         except MemberNotFound:
             raise ApiProblem(404, f"Member with id: {memberId} does not exist in this conversation.") from None
         return {
@@ -223,23 +225,27 @@ def build_conversations_router() -> APIRouter:
         }
 
     @router.put("/{conversationId}/speakers", summary="Speaker events: who spoke when")
-    async def put_speakers(request: Request, conversationId: str) -> dict[str, str]:
-        await existing(request, conversationId)
+    async def put_speakers(
+        request: Request,
+        conversationId: str,
+        conversations: ConversationsDep,
+        jobs: JobsDep,
+        runner: JobRunnerDep,
+    ) -> dict[str, str]:
+        await existing(conversations, conversationId)
         try:
             events = SpeakerEvents.model_validate(await json_object(request))
         except ValidationError as error:
             raise invalid(error) from None
         stored = [event.model_dump(mode="json") for event in events.speaker_events]
-        store = store_of(request)
         try:
-            row = await store.save_speaker_events(conversationId, stored)
+            row = await conversations.save_speaker_events(conversationId, stored)
             if row.source in ("audio", "video"):
                 # Re-attribution runs as a job of the conversation, after the jobs submitted before it.
-                await store.submit_job(
+                await jobs.submit_job(
                     NewJob(id=new_job_id(), kind="speakers", options={}, input_json=stored),
                     conversation_id=conversationId,
                 )
-                runner: JobRunner = request.app.state.job_runner
                 runner.wake()
         except ConversationNotFound:
             raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
@@ -249,21 +255,22 @@ def build_conversations_router() -> APIRouter:
         }
 
     @router.get("/{conversationId}/entities", summary="Entities")
-    async def entities(request: Request, conversationId: str) -> dict[str, Any]:
-        return {"entities": (await existing(request, conversationId))[1].entities}
+    async def entities(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        return {"entities": (await existing(conversations, conversationId))[1].entities}
 
     @router.get("/{conversationId}/analytics", summary="Talk-time analytics")
-    async def analytics(request: Request, conversationId: str) -> dict[str, Any]:
-        found = (await existing(request, conversationId))[1].analytics
+    async def analytics(conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        found = (await existing(conversations, conversationId))[1].analytics
         return {"metrics": [], "members": [], **found}
 
     @router.get("/{conversationId}/summary", summary="Summary")
-    async def summary(request: Request, conversationId: str, refresh: bool = False) -> dict[str, Any]:
-        _, insights = await existing(request, conversationId)
+    async def summary(
+        conversationId: str, conversations: ConversationsDep, workers: WorkersDep, refresh: bool = False
+    ) -> dict[str, Any]:
+        _, insights = await existing(conversations, conversationId)
         if refresh:
-            workers: AnalysisWorkers = request.app.state.workers
             try:
-                insights = await regenerate_insights(store_of(request), workers, conversationId, enable_summary=True)
+                insights = await regenerate_insights(conversations, workers, conversationId, enable_summary=True)
             except ConversationNotFound:
                 raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
         return {"summary": insights.summary}
@@ -271,12 +278,12 @@ def build_conversations_router() -> APIRouter:
     # /trackers is deprecated by Symbl but is the only tracker read of the official symbl-rest client.
     @router.get("/{conversationId}/trackers", summary="Trackers detected (deprecated path, same bare array)")
     @router.get("/{conversationId}/trackers-detected", summary="Trackers detected (a bare array)")
-    async def trackers_detected(request: Request, conversationId: str) -> list[dict[str, Any]]:
-        return (await existing(request, conversationId))[1].trackers
+    async def trackers_detected(conversationId: str, conversations: ConversationsDep) -> list[dict[str, Any]]:
+        return (await existing(conversations, conversationId))[1].trackers
 
     @router.post("/{conversationId}/transcript", summary="Formatted transcript (Markdown or SRT)")
-    async def transcript(request: Request, conversationId: str) -> dict[str, Any]:
-        _, insights = await existing(request, conversationId)
+    async def transcript(request: Request, conversationId: str, conversations: ConversationsDep) -> dict[str, Any]:
+        _, insights = await existing(conversations, conversationId)
         try:
             wanted = TranscriptRequest.model_validate(await json_object(request))
         except ValidationError as error:

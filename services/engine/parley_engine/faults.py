@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from parley_engine.store import JobRow, Store, WebhookDeliveryRow
+from parley_engine.store import DeliveryStore, JobRow, WebhookDeliveryRow
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +177,13 @@ class FaultInjection:
 class WebhookFaults:
     """Applied by the webhook sender before each delivery; see :meth:`intercept`."""
 
-    def __init__(self, settings: FaultSettings, dice: FaultDice, fault_log: FaultLog, store: Store) -> None:
+    def __init__(
+        self, settings: FaultSettings, dice: FaultDice, fault_log: FaultLog, deliveries: DeliveryStore
+    ) -> None:
         self._settings = settings
         self._dice = dice
         self._log = fault_log
-        self._store = store
+        self._deliveries = deliveries
         self._late: set[asyncio.Task[None]] = set()
 
     async def intercept(self, delivery: WebhookDeliveryRow, post: Callable[[], Awaitable[object]]) -> bool:
@@ -197,12 +199,12 @@ class WebhookFaults:
         self._log.note_fault(fault)
         now = datetime.now(UTC)
         if fault is WebhookFault.DROP:
-            await self._store.record_delivery(
+            await self._deliveries.record_delivery(
                 delivery.id, delivered=False, give_up=True, error="fault injection: dropped", next_attempt_at=now
             )
             return True
         if fault is WebhookFault.DELAY:
-            await self._store.record_delivery(
+            await self._deliveries.record_delivery(
                 delivery.id, delivered=True, give_up=False, error="fault injection: delayed", next_attempt_at=now
             )
             self._post_later(post, self._settings.webhook_delay_seconds)
@@ -236,8 +238,8 @@ class FaultMode:
         self.dice = FaultDice(settings)
         self.log = FaultLog()
 
-    def webhook_faults(self, store: Store) -> WebhookFaults:
-        return WebhookFaults(self.settings, self.dice, self.log, store)
+    def webhook_faults(self, deliveries: DeliveryStore) -> WebhookFaults:
+        return WebhookFaults(self.settings, self.dice, self.log, deliveries)
 
     def install(self, app: Any, database_url: str) -> None:
         """Add the middleware and ``GET /_faults/log`` to a FastAPI app."""

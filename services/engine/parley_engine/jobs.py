@@ -34,7 +34,7 @@ from parley_engine.conversation import AnalysisOptions, ConversationInsights, Sp
 from parley_engine.identifiers import message_id, new_message_id_prefix
 from parley_engine.settings import EngineSettings
 from parley_engine.speech.options import SpeechOptions
-from parley_engine.store import ConversationNotFound, ConversationRow, JobLeaseLost, JobRow, Store
+from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, JobLeaseLost, JobRow, JobStore
 from parley_engine.workers import AnalysisWorkers, JobInputError
 
 log = logging.getLogger(__name__)
@@ -193,16 +193,16 @@ def conversation_end(conversation: ConversationRow, utterances: Sequence[Utteran
 
 
 async def regenerate_insights(
-    store: Store, workers: AnalysisWorkers, conversation_id: str, **option_overrides: Any
+    conversations: ConversationStore, workers: AnalysisWorkers, conversation_id: str, **option_overrides: Any
 ) -> ConversationInsights:
     """Analyze a conversation's stored utterances again and store the result (``GET …/summary?refresh=true``)."""
-    conversation = await store.conversation(conversation_id)
-    utterances = await store.utterances(conversation_id)
+    conversation = await conversations.conversation(conversation_id)
+    utterances = await conversations.utterances(conversation_id)
     options = AnalysisOptions.model_validate({**conversation.analysis_options, **option_overrides})
     insights = await workers.analyze(
         utterances, options, conversation_id=conversation_id, conversation_start=conversation.start_time
     )
-    await store.save_insights(conversation_id, insights)
+    await conversations.save_insights(conversation_id, insights)
     return insights
 
 
@@ -216,7 +216,8 @@ class JobRunner:
 
     def __init__(
         self,
-        store: Store,
+        jobs: JobStore,
+        conversations: ConversationStore,
         workers: AnalysisWorkers,
         settings: EngineSettings,
         *,
@@ -224,7 +225,8 @@ class JobRunner:
         replica_id: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
-        self._store = store
+        self._jobs = jobs
+        self._conversations = conversations
         self._workers = workers
         self._settings = settings
         self._on_status_change = on_status_change
@@ -265,12 +267,12 @@ class JobRunner:
         self._dispatcher = self._lease_keeper = None
         if release_jobs:
             try:
-                await self._store.release_jobs(self.replica_id)
+                await self._jobs.release_jobs(self.replica_id)
             except Exception:
                 log.exception("could not hand back this replica's jobs; they resume when their leases run out")
 
     async def _reschedule_abandoned_jobs(self) -> None:
-        resumed = await self._store.reschedule_abandoned_jobs()
+        resumed = await self._jobs.reschedule_abandoned_jobs()
         if resumed:
             log.info("rescheduled %d job(s) whose replica stopped renewing their lease", resumed)
             self._wake.set()
@@ -281,7 +283,7 @@ class JobRunner:
         while not self._stopping:
             await asyncio.sleep(interval)
             try:
-                lost = await self._store.renew_leases(self.replica_id, set(self._running), self._lease_seconds)
+                lost = await self._jobs.renew_leases(self.replica_id, set(self._running), self._lease_seconds)
                 for job_id in lost:
                     task = self._running.get(job_id)
                     if task is not None and not task.done():
@@ -296,9 +298,7 @@ class JobRunner:
             self._wake.clear()
             try:
                 while len(self._running) < self._settings.workers:
-                    job = await self._store.claim_next_job(
-                        claimed_by=self.replica_id, lease_seconds=self._lease_seconds
-                    )
+                    job = await self._jobs.claim_next_job(claimed_by=self.replica_id, lease_seconds=self._lease_seconds)
                     if job is None:
                         break
                     self._on_status_change()
@@ -343,7 +343,7 @@ class JobRunner:
                     path.unlink(missing_ok=True)
 
     async def _fail(self, job: JobRow, reason: str) -> bool:
-        failed = await self._store.fail_job(job.id, reason, claimed_by=self.replica_id)
+        failed = await self._jobs.fail_job(job.id, reason, claimed_by=self.replica_id)
         if failed:
             engine_job_ended("failed")
         return failed
@@ -355,8 +355,8 @@ class JobRunner:
         return paths
 
     async def _process(self, job: JobRow) -> None:
-        conversation = await self._store.conversation(job.conversation_id)
-        existing = await self._store.utterances(job.conversation_id)
+        conversation = await self._conversations.conversation(job.conversation_id)
+        existing = await self._conversations.utterances(job.conversation_id)
         prefix = new_message_id_prefix()
         if job.kind == "text":
             new = text_utterances(job.input_json or [], conversation.start_time, len(existing), prefix)
@@ -375,7 +375,7 @@ class JobRunner:
             conversation_id=conversation.id,
             conversation_start=conversation.start_time,
         )
-        outcome = await self._store.complete_job(
+        outcome = await self._jobs.complete_job(
             job.id,
             new_utterances=new,
             insights=insights,
@@ -386,15 +386,15 @@ class JobRunner:
         engine_job_ended(outcome)
 
     async def _reattribute_speakers(self, job: JobRow) -> None:
-        conversation = await self._store.conversation(job.conversation_id)
-        utterances = reattributed(await self._store.utterances(job.conversation_id), job.input_json or [])
+        conversation = await self._conversations.conversation(job.conversation_id)
+        utterances = reattributed(await self._conversations.utterances(job.conversation_id), job.input_json or [])
         insights = await self._workers.analyze(
             utterances,
             AnalysisOptions.model_validate(conversation.analysis_options),
             conversation_id=conversation.id,
             conversation_start=conversation.start_time,
         )
-        await self._store.complete_reanalysis(
+        await self._jobs.complete_reanalysis(
             job.id, utterances=utterances, insights=insights, claimed_by=self.replica_id
         )
 

@@ -1,10 +1,11 @@
 """Webhook delivery: every status change of a job with a ``webhookUrl`` is POSTed to it, at least once.
 
-The delivery rows are written by the store in the same transaction as the status change (an outbox), so they
-survive crashes; this sender drains them. Each POST carries ``X-Parley-Delivery`` (the same across retries, for
-deduplication), ``X-Parley-Event: job.status`` and, when a secret is configured, ``X-Parley-Signature:
-sha256=<hex HMAC-SHA256 of the raw body>``. Errors, timeouts, 408, 429 and 5xx are retried with exponential
-backoff and jitter up to ``webhook_max_attempts``; any other 4xx is final. A job's statuses go out in order.
+The delivery rows are written in the same transaction as the status change (an outbox,
+``parley_engine.store.deliveries``), so they survive crashes; this sender drains them. Each POST carries
+``X-Parley-Delivery`` (the same across retries, for deduplication), ``X-Parley-Event: job.status`` and, when a
+secret is configured, ``X-Parley-Signature: sha256=<hex HMAC-SHA256 of the raw body>``. Errors, timeouts, 408,
+429 and 5xx are retried with exponential backoff and jitter up to ``webhook_max_attempts``; any other 4xx is
+final. A job's statuses go out in order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
 
 from parley_engine.faults import WebhookFaults
 from parley_engine.settings import EngineSettings
-from parley_engine.store import Store, WebhookDeliveryRow
+from parley_engine.store import DeliveryStore, WebhookDeliveryRow
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ class WebhookSender:
     """Drains the webhook outbox; ``wake()`` after writing a delivery row."""
 
     def __init__(
-        self, store: Store, settings: EngineSettings, *, batch_size: int = 32, faults: WebhookFaults | None = None
+        self,
+        deliveries: DeliveryStore,
+        settings: EngineSettings,
+        *,
+        batch_size: int = 32,
+        faults: WebhookFaults | None = None,
     ) -> None:
-        self._store = store
+        self._deliveries = deliveries
         self._faults = faults  # fault mode only (parley_engine.faults); None in normal operation
         self._settings = settings
         self._batch_size = batch_size
@@ -77,11 +83,11 @@ class WebhookSender:
             self._wake.clear()
             wait = 5.0
             try:
-                due = await self._store.due_deliveries(self._batch_size)
+                due = await self._deliveries.due_deliveries(self._batch_size)
                 if due:
                     await asyncio.gather(*(self._deliver(delivery) for delivery in due))
                     continue  # a job's next status may be waiting behind the one just sent
-                upcoming = await self._store.next_delivery_time()
+                upcoming = await self._deliveries.next_delivery_time()
                 if upcoming is not None:
                     wait = min(wait, max(0.01, (upcoming - datetime.now(UTC)).total_seconds()))
             except Exception:
@@ -139,7 +145,7 @@ class WebhookSender:
                 attempts,
                 error,
             )
-        await self._store.record_delivery(
+        await self._deliveries.record_delivery(
             delivery.id,
             delivered=delivered,
             give_up=give_up,

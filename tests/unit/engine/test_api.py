@@ -52,7 +52,7 @@ async def test_three_ways_to_present_a_token_and_the_401_body(tmp_path: Path) ->
             assert response.status_code == 401
             assert response.json() == TOKEN_REJECTED
 
-        authority = engine.app.state.token_authority
+        authority = engine.components.token_authority
         within_grace = authority.sign_token("test-app", datetime.now(UTC) - timedelta(seconds=30))
         beyond_grace = authority.sign_token("test-app", datetime.now(UTC) - timedelta(seconds=120))
         other_app = authority.sign_token("other-app", datetime.now(UTC) + timedelta(hours=1))

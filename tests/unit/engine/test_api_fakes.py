@@ -23,6 +23,7 @@ from aiohttp import web
 from fastapi import FastAPI
 from parley_engine.app import create_app
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Speaker, Utterance, Word
+from parley_engine.dependencies import EngineComponents
 from parley_engine.identifiers import message_id
 from parley_engine.settings import EngineSettings
 from parley_engine.speech.media import MediaError
@@ -197,6 +198,12 @@ class RunningEngine:
     recognizer: FakeRecognizer
     analyzer: FakeAnalyzer
     headers: dict[str, str]
+
+    @property
+    def components(self) -> EngineComponents:
+        """The parts the app's lifespan started (its store, runner, token authority …)."""
+        components: EngineComponents = self.app.state.components
+        return components
 
     async def wait_for_job(self, job_id: str, statuses: tuple[str, ...] = ("completed", "failed")) -> dict[str, Any]:
         deadline = time.monotonic() + 15

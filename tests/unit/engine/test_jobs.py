@@ -142,20 +142,20 @@ async def test_jobs_left_in_progress_by_a_crash_are_resumed(tmp_path: Path) -> N
     store = await Store.open(settings.resolved_database_url)
     job = NewJob(id="00000000-0000-4000-8000-000000000001", kind="text", options={}, input_json=TEXT_MESSAGES)
     conversation = NewConversation(id="1234567890123456", name="crash", source="text", start_time=utc_now())
-    await store.submit_job(job, new_conversation=conversation)
-    claimed = await store.claim_next_job()
+    await store.jobs.submit_job(job, new_conversation=conversation)
+    claimed = await store.jobs.claim_next_job()
     assert claimed is not None and claimed.status == "in_progress"
     await store.close()  # the process "dies" here: nothing resets the job
 
     store = await Store.open(settings.resolved_database_url)
-    runner = JobRunner(store, ThreadWorkers(FakeRecognizer, FakeAnalyzer), settings)
+    runner = JobRunner(store.jobs, store.conversations, ThreadWorkers(FakeRecognizer, FakeAnalyzer), settings)
     await runner.start()
     try:
         deadline = time.monotonic() + 10
-        while (row := await store.job(job.id)) is not None and row.status != "completed":
+        while (row := await store.jobs.job(job.id)) is not None and row.status != "completed":
             assert time.monotonic() < deadline, row.status
             await asyncio.sleep(0.02)
-        assert len(await store.utterances(conversation.id)) == 2
+        assert len(await store.conversations.utterances(conversation.id)) == 2
     finally:
         await runner.stop()
         await store.close()

@@ -92,9 +92,8 @@ async def test_a_4xx_is_final_and_retries_stop_at_max_attempts(tmp_path: Path) -
         assert "X-Parley-Signature" not in refusing.received[0][0]  # no secret configured: unsigned
         ids = [headers["X-Parley-Delivery"] for headers, _, _ in failing.received]
         assert ids[0] == ids[1] and ids[2] == ids[3] and ids[4] == ids[5] and len(set(ids)) == 3
-        store = engine.app.state.store
         job_id = response.json()["jobId"]
-        deliveries = await store.deliveries_for_job(job_id)
+        deliveries = await engine.components.store.deliveries.deliveries_for_job(job_id)
         assert [(d.job_status, d.state, d.attempts) for d in deliveries] == [
             ("scheduled", "failed", 2),
             ("in_progress", "failed", 2),
@@ -118,7 +117,7 @@ async def test_undelivered_webhooks_survive_a_restart(tmp_path: Path) -> None:
         async with running_engine(settings) as engine:
             deadline = time.monotonic() + 10
             while True:
-                deliveries = await engine.app.state.store.deliveries_for_job(job_id)
+                deliveries = await engine.components.store.deliveries.deliveries_for_job(job_id)
                 if [d.state for d in deliveries] == ["delivered"] * 3:
                     break
                 assert time.monotonic() < deadline, [(d.job_status, d.state) for d in deliveries]

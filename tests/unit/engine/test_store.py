@@ -6,9 +6,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from parley_engine.conversation import ConversationInsights
+from parley_engine.conversation import ConversationInsights, rename_member
 from parley_engine.identifiers import message_id, new_conversation_id, new_job_id
-from parley_engine.store import NewConversation, NewJob, Store, rename_member, utc_now
+from parley_engine.store import NewConversation, NewJob, Store, utc_now
 
 
 def conversation(cid: str) -> NewConversation:
@@ -22,19 +22,19 @@ def job(number: int, webhook: str | None = None) -> NewJob:
 async def test_claims_are_oldest_first_and_one_at_a_time_per_conversation(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'engine.db'}")
     try:
-        await store.submit_job(job(1), new_conversation=conversation("1000000000000001"))
-        await store.submit_job(job(2), conversation_id="1000000000000001")
-        await store.submit_job(job(3), new_conversation=conversation("1000000000000002"))
-        first = await store.claim_next_job()
-        second = await store.claim_next_job()
+        await store.jobs.submit_job(job(1), new_conversation=conversation("1000000000000001"))
+        await store.jobs.submit_job(job(2), conversation_id="1000000000000001")
+        await store.jobs.submit_job(job(3), new_conversation=conversation("1000000000000002"))
+        first = await store.jobs.claim_next_job()
+        second = await store.jobs.claim_next_job()
         assert (first and first.id, second and second.id) == (job(1).id, job(3).id)
-        assert await store.claim_next_job() is None  # job 2 waits for job 1 of its conversation
-        await store.complete_job(
+        assert await store.jobs.claim_next_job() is None  # job 2 waits for job 1 of its conversation
+        await store.jobs.complete_job(
             job(1).id, new_utterances=[], insights=ConversationInsights(), analysis_options={}, end_time=None
         )
-        third = await store.claim_next_job()
+        third = await store.jobs.claim_next_job()
         assert third is not None and third.id == job(2).id and third.sequence == 2
-        assert await store.count_active_jobs() == 2
+        assert await store.jobs.count_active_jobs() == 2
     finally:
         await store.close()
 
@@ -42,19 +42,19 @@ async def test_claims_are_oldest_first_and_one_at_a_time_per_conversation(tmp_pa
 async def test_status_changes_write_outbox_rows_and_deletion_fails_waiting_jobs(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'engine.db'}")
     try:
-        await store.submit_job(job(1, "http://hook"), new_conversation=conversation("1000000000000001"))
-        await store.submit_job(job(2, "http://hook"), conversation_id="1000000000000001")
-        await store.claim_next_job()
-        await store.delete_conversation("1000000000000001")
-        waiting = await store.job(job(2).id)
+        await store.jobs.submit_job(job(1, "http://hook"), new_conversation=conversation("1000000000000001"))
+        await store.jobs.submit_job(job(2, "http://hook"), conversation_id="1000000000000001")
+        await store.jobs.claim_next_job()
+        await store.conversations.delete_conversation("1000000000000001")
+        waiting = await store.jobs.job(job(2).id)
         assert waiting is not None and (waiting.status, waiting.reason) == ("failed", "the conversation was deleted")
-        statuses = [d.job_status for d in await store.deliveries_for_job(job(2).id)]
+        statuses = [d.job_status for d in await store.deliveries.deliveries_for_job(job(2).id)]
         assert statuses == ["scheduled", "failed"]
-        status = await store.complete_job(
+        status = await store.jobs.complete_job(
             job(1).id, new_utterances=[], insights=ConversationInsights(), analysis_options={}, end_time=None
         )
         assert status == "failed"  # the conversation went away while it ran
-        due = await store.due_deliveries()
+        due = await store.deliveries.due_deliveries()
         assert [d.job_id for d in due] == [job(1).id, job(2).id]  # one per job, oldest first
     finally:
         await store.close()

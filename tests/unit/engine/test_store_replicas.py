@@ -1,4 +1,4 @@
-"""Several engine replicas on one PostgreSQL database: leases, claims, take-over, admission; and SQLite upgrades.
+"""Several engine replicas on one PostgreSQL database: leases, claims, take-over, admission.
 
 Each "replica" is a Store and a JobRunner of its own (its own connection pool and replica id) in this process,
 over fake analysis workers, all on one throwaway PostgreSQL server (tests/postgres_server.py).
@@ -7,9 +7,8 @@ over fake analysis workers, all on one throwaway PostgreSQL server (tests/postgr
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +21,8 @@ from parley_engine.settings import EngineSettings
 from parley_engine.store import JobLeaseLost, NewConversation, NewJob, Store, TooManyJobs, utc_now
 from parley_engine.workers import ThreadWorkers
 
-from tests.postgres_server import PostgresServer, PostgresUnavailable, start_postgres, stop_postgres
+from tests.postgres_server import PostgresServer
 from tests.unit.engine.test_api_fakes import FakeAnalyzer, FakeRecognizer, Gate, engine_settings
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    try:
-        server = start_postgres()
-    except PostgresUnavailable as error:
-        pytest.skip(str(error))
-    try:
-        yield server
-    finally:
-        stop_postgres(server)
 
 
 @pytest.fixture
@@ -68,7 +55,13 @@ async def start_replica(
     database_url: str, settings: EngineSettings, analyzer: FakeAnalyzer, *, lease_seconds: float
 ) -> Replica:
     store = await Store.open(database_url)
-    runner = JobRunner(store, ThreadWorkers(FakeRecognizer, lambda: analyzer), settings, lease_seconds=lease_seconds)
+    runner = JobRunner(
+        store.jobs,
+        store.conversations,
+        ThreadWorkers(FakeRecognizer, lambda: analyzer),
+        settings,
+        lease_seconds=lease_seconds,
+    )
     await runner.start()
     return Replica(store, runner)
 
@@ -94,13 +87,13 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], what: str, within
 
 
 async def job_state(store: Store, job_id: str) -> tuple[str, str | None]:
-    row = await store.job(job_id)
+    row = await store.jobs.job(job_id)
     assert row is not None
     return row.status, row.claimed_by
 
 
 async def texts(store: Store, conversation_id: str) -> list[str]:
-    return [utterance.text for utterance in await store.utterances(conversation_id)]
+    return [utterance.text for utterance in await store.conversations.utterances(conversation_id)]
 
 
 async def test_two_replicas_run_every_job_once_in_conversation_order(database_url: str, tmp_path: Path) -> None:
@@ -115,7 +108,7 @@ async def test_two_replicas_run_every_job_once_in_conversation_order(database_ur
             opener, other = (first, second) if number % 2 else (second, first)
             conversation = new_conversation()
             opening = text_job("opening")
-            await opener.store.submit_job(
+            await opener.store.jobs.submit_job(
                 text_job(opening.id, opening.id), new_conversation=conversation, max_active_jobs=100
             )
             conversations.append(conversation.id)
@@ -123,19 +116,19 @@ async def test_two_replicas_run_every_job_once_in_conversation_order(database_ur
             appends = [text_job("append") for _ in range(3)]
             await asyncio.gather(
                 *(
-                    replica_.store.submit_job(text_job(job.id, job.id), conversation_id=conversation.id)
+                    replica_.store.jobs.submit_job(text_job(job.id, job.id), conversation_id=conversation.id)
                     for replica_, job in zip([first, other, other], appends, strict=True)
                 )
             )
 
         async def all_finished() -> bool:
-            return await first.store.count_active_jobs() == 0
+            return await first.store.jobs.count_active_jobs() == 0
 
         await wait_until(all_finished, "40 jobs to finish")
 
         claimers: set[str | None] = set()
         for cid in conversations:
-            jobs = await first.store.conversation_jobs(cid)
+            jobs = await first.store.jobs.conversation_jobs(cid)
             assert [job.sequence for job in jobs] == [1, 2, 3, 4]
             assert {job.status for job in jobs} == {"completed"}
             claimers.update(job.claimed_by for job in jobs)
@@ -153,8 +146,8 @@ async def test_a_dead_replicas_job_is_taken_over_when_its_lease_runs_out(databas
     try:
         conversation = new_conversation()
         running, waiting = text_job("running"), text_job("waiting")
-        await dead.store.submit_job(text_job(running.id, running.id), new_conversation=conversation)
-        await dead.store.submit_job(text_job(waiting.id, waiting.id), conversation_id=conversation.id)
+        await dead.store.jobs.submit_job(text_job(running.id, running.id), new_conversation=conversation)
+        await dead.store.jobs.submit_job(text_job(waiting.id, waiting.id), conversation_id=conversation.id)
         assert await asyncio.to_thread(gate.entered.wait, 10)
         await dead.runner.stop(release_jobs=False)  # the replica dies mid-job: no hand-back, no renewal
         assert await job_state(dead.store, running.id) == ("in_progress", dead.replica_id)
@@ -189,13 +182,15 @@ async def test_restarting_one_replica_leaves_the_others_running_jobs_alone(datab
         restarted = await start_replica(database_url, settings, FakeAnalyzer(gate=restarted_gate), lease_seconds=30)
         handed_back = text_job("handed back")
         first_conversation = new_conversation()
-        await restarted.store.submit_job(text_job(handed_back.id, handed_back.id), new_conversation=first_conversation)
+        await restarted.store.jobs.submit_job(
+            text_job(handed_back.id, handed_back.id), new_conversation=first_conversation
+        )
         assert await asyncio.to_thread(restarted_gate.entered.wait, 10)
 
         async with replica(database_url, settings, FakeAnalyzer(gate=steady_gate)) as steady:
             kept = text_job("kept")
             second_conversation = new_conversation()
-            await steady.store.submit_job(text_job(kept.id, kept.id), new_conversation=second_conversation)
+            await steady.store.jobs.submit_job(text_job(kept.id, kept.id), new_conversation=second_conversation)
             assert await asyncio.to_thread(steady_gate.entered.wait, 10)
             assert await job_state(steady.store, kept.id) == ("in_progress", steady.replica_id)
 
@@ -234,20 +229,20 @@ async def test_only_the_lease_holder_commits_a_job(database_url: str) -> None:
     try:
         conversation = new_conversation()
         job = text_job("contested")
-        await slow.submit_job(job, new_conversation=conversation)
-        claimed = await slow.claim_next_job(claimed_by="slow", lease_seconds=0.2)
+        await slow.jobs.submit_job(job, new_conversation=conversation)
+        claimed = await slow.jobs.claim_next_job(claimed_by="slow", lease_seconds=0.2)
         assert claimed is not None and claimed.claimed_by == "slow"
-        assert await fast.reschedule_abandoned_jobs() == 0  # the lease still holds
-        assert await fast.claim_next_job(claimed_by="fast", lease_seconds=30) is None
+        assert await fast.jobs.reschedule_abandoned_jobs() == 0  # the lease still holds
+        assert await fast.jobs.claim_next_job(claimed_by="fast", lease_seconds=30) is None
 
         await asyncio.sleep(0.4)  # "slow" stalls past its lease
-        assert await fast.reschedule_abandoned_jobs() == 1
-        taken = await fast.claim_next_job(claimed_by="fast", lease_seconds=30)
+        assert await fast.jobs.reschedule_abandoned_jobs() == 1
+        taken = await fast.jobs.claim_next_job(claimed_by="fast", lease_seconds=30)
         assert taken is not None and taken.id == job.id
 
-        assert await slow.renew_leases("slow", {job.id}, 30) == {job.id}
+        assert await slow.jobs.renew_leases("slow", {job.id}, 30) == {job.id}
         with pytest.raises(JobLeaseLost):
-            await slow.complete_job(
+            await slow.jobs.complete_job(
                 job.id,
                 new_utterances=[],
                 insights=ConversationInsights(),
@@ -255,9 +250,9 @@ async def test_only_the_lease_holder_commits_a_job(database_url: str) -> None:
                 end_time=None,
                 claimed_by="slow",
             )
-        assert await slow.fail_job(job.id, "too slow", claimed_by="slow") is False
-        assert await fast.renew_leases("fast", {job.id}, 30) == set()
-        status = await fast.complete_job(
+        assert await slow.jobs.fail_job(job.id, "too slow", claimed_by="slow") is False
+        assert await fast.jobs.renew_leases("fast", {job.id}, 30) == set()
+        status = await fast.jobs.complete_job(
             job.id,
             new_utterances=[],
             insights=ConversationInsights(),
@@ -278,48 +273,22 @@ async def test_the_active_job_limit_holds_across_replicas(database_url: str) -> 
 
         async def submit(store: Store) -> bool:
             try:
-                await store.submit_job(text_job("limited"), new_conversation=new_conversation(), max_active_jobs=5)
+                await store.jobs.submit_job(text_job("limited"), new_conversation=new_conversation(), max_active_jobs=5)
             except TooManyJobs:
                 return False
             return True
 
         accepted = await asyncio.gather(*(submit(stores[n % 2]) for n in range(24)))
         assert sum(accepted) == 5
-        assert await stores[0].count_active_jobs() == 5
+        assert await stores[0].jobs.count_active_jobs() == 5
         # Maintenance jobs are the engine's own: never refused, never counted.
-        listed = await stores[1].list_conversations(
+        listed = await stores[1].conversations.list_conversations(
             limit=1, offset=0, descending=False, start_after=None, start_before=None
         )
         cid = listed[0].id
         speakers = NewJob(id=new_job_id(), kind="speakers", options={}, input_json=[])
-        await stores[1].submit_job(speakers, conversation_id=cid, max_active_jobs=5)
-        assert await stores[0].count_active_jobs() == 5
+        await stores[1].jobs.submit_job(speakers, conversation_id=cid, max_active_jobs=5)
+        assert await stores[0].jobs.count_active_jobs() == 5
     finally:
         for store in stores:
             await store.close()
-
-
-async def test_an_older_sqlite_database_gets_the_lease_columns(tmp_path: Path) -> None:
-    path = tmp_path / "engine.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    store = await Store.open(url)
-    job = text_job("from before leases")
-    await store.submit_job(job, new_conversation=new_conversation())
-    assert await store.claim_next_job() is not None
-    await store.close()
-    with sqlite3.connect(path) as connection:  # what an engine from before leases left behind
-        connection.execute("ALTER TABLE jobs DROP COLUMN claimed_by")
-        connection.execute("ALTER TABLE jobs DROP COLUMN lease_until")
-
-    store = await Store.open(url)
-    try:
-        with sqlite3.connect(path) as connection:
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
-        assert {"claimed_by", "lease_until"} <= columns
-        # Its job was in progress without a lease: abandoned, so scheduled again and claimable with one.
-        assert await store.reschedule_abandoned_jobs() == 1
-        claimed = await store.claim_next_job(claimed_by="upgraded", lease_seconds=30)
-        assert claimed is not None and claimed.id == job.id and claimed.lease_until is not None
-        assert claimed.lease_until > utc_now()
-    finally:
-        await store.close()
