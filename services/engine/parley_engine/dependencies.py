@@ -52,10 +52,6 @@ def _settings(components: ComponentsDep) -> EngineSettings:
     return components.settings
 
 
-def _store(components: ComponentsDep) -> Store:
-    return components.store
-
-
 def _jobs(components: ComponentsDep) -> JobStore:
     return components.store.jobs
 
@@ -81,7 +77,6 @@ def _token_authority(components: ComponentsDep) -> TokenAuthority:
 
 
 SettingsDep = Annotated[EngineSettings, Depends(_settings)]
-StoreDep = Annotated[Store, Depends(_store)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
 ConversationsDep = Annotated[ConversationStore, Depends(_conversations)]
 WorkersDep = Annotated[AnalysisWorkers, Depends(_workers)]

@@ -62,8 +62,13 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database()
 
 
-def dialect_of(database_url: str) -> str:
-    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+def schema_before_migrations(kind: str) -> str:
+    """The DDL of ``schema_before_migrations/``; ``sqlite_before_leases``: SQLite as engines before job leases
+    made it (commit 3ebc080), the same tables without ``jobs.claimed_by`` and ``jobs.lease_until``."""
+    if kind != "sqlite_before_leases":
+        return (SCHEMAS_BEFORE_MIGRATIONS / f"{kind}.sql").read_text()
+    lines = schema_before_migrations("sqlite").splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("claimed_by ", "lease_until ")))
 
 
 def statements(script: str) -> list[str]:
@@ -133,8 +138,7 @@ async def test_a_database_from_before_migrations_is_upgraded_with_its_rows(
     else:
         server: PostgresServer = request.getfixturevalue("postgres")
         database_url = server.create_database()
-    script = (SCHEMAS_BEFORE_MIGRATIONS / f"{schema}.sql").read_text()
-    await execute(database_url, [*statements(script), *ROWS_BEFORE_MIGRATIONS])
+    await execute(database_url, [*statements(schema_before_migrations(schema)), *ROWS_BEFORE_MIGRATIONS])
     assert (await revision_and_differences(database_url))[0] is None  # un-versioned, as those engines left it
 
     async with opened(database_url) as store:
@@ -163,7 +167,7 @@ async def test_a_database_from_before_migrations_is_upgraded_with_its_rows(
 
 async def test_a_database_with_only_some_of_the_engines_tables_is_refused(tmp_path: Path) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'engine.db'}"
-    script = statements((SCHEMAS_BEFORE_MIGRATIONS / "sqlite.sql").read_text())
+    script = statements(schema_before_migrations("sqlite"))
     await execute(database_url, [statement for statement in script if "access_tokens" not in statement])
     with pytest.raises(RuntimeError, match="access_tokens"):
         await Store.open(database_url)
