@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from parley_engine.conversation import ConversationInsights, rename_member
+from parley_engine.conversation import ConversationInsights
 from parley_engine.identifiers import message_id, new_conversation_id, new_job_id
 from parley_engine.store import NewConversation, NewJob, Store, utc_now
 
@@ -66,15 +65,3 @@ def test_identifiers_have_symbl_formats() -> None:
     assert all(len(i) == 16 and i.isdigit() and i[0] != "0" for i in ids)
     assert len(new_job_id()) == 36
     assert message_id("1234567890", 42) == "1234567890000042"
-
-
-def test_rename_member_reaches_every_object_with_the_id() -> None:
-    stored: dict[str, Any] = {
-        "members": [{"id": "m1", "name": "Mike", "email": None}],
-        "messages": [{"id": "x", "text": "hi", "from": {"id": "m1", "name": "Mike", "userId": None}}],
-        "questions": [{"id": "m1", "text": "not a member: no name/email/userId keys"}],
-    }
-    renamed = rename_member(stored, "m1", "Michael", "michael@example.com")
-    assert renamed["members"][0] == {"id": "m1", "name": "Michael", "email": "michael@example.com"}
-    assert renamed["messages"][0]["from"]["name"] == "Michael"
-    assert renamed["questions"][0] == stored["questions"][0]
