@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of the real Kafka 4.x broker for this run (started here, stopped at the end)."""
-    from tests.kafka_broker import start_test_broker, stop_test_broker
+    from tests.support.kafka_broker import start_test_broker, stop_test_broker
 
     broker, bootstrap = start_test_broker()
     os.environ["PARLEY_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap

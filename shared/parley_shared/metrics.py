@@ -59,13 +59,6 @@ CONSUMER_LAG = Gauge(
     ["service", "topic", "partition"],
 )
 
-# --- engine --------------------------------------------------------------------------------------------------------
-
-ENGINE_JOBS = Counter("parley_engine_jobs_total", "Jobs the engine ran to an end, by outcome", ["service", "outcome"])
-ENGINE_ACTIVE_JOBS = Gauge(
-    "parley_engine_active_jobs", "Jobs scheduled or in progress (the queue), read at scrape time", ["service"]
-)
-
 
 @functools.cache
 def series(metric: Any, *label_values: str) -> Any:
@@ -84,10 +77,6 @@ def count_committed_records(service: str, dead_lettered: Sequence[bool]) -> None
     """After a batch commit: each record was either handled or dead-lettered."""
     for dead in dead_lettered:
         series(RECORDS_HANDLED, service, "dead_lettered" if dead else "handled").inc()
-
-
-def engine_job_ended(outcome: str) -> None:
-    series(ENGINE_JOBS, "engine", outcome).inc()
 
 
 @functools.cache

@@ -39,7 +39,7 @@ from parley_shared.settings import TopicNames
 from parley_shared.tracing import OtelSettings
 from pydantic_settings import BaseSettings
 
-from tests.unit.test_compose import final_stage, only, read_dockerfile, settings_field_exists
+from tests.support.deployment import final_stage, only, read_dockerfile, settings_field_exists
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "parley"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from parley_cli.watching import TopicFollower
-from tests.e2e.pipeline_stack import Pipeline, collect, running_pipeline
+from tests.support.pipeline_stack import Pipeline, collect, running_pipeline
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

@@ -19,8 +19,7 @@ from parley_shared.events import MediaKind, ProcessRequested
 from prometheus_client.parser import text_string_to_metric_families
 
 from parley_cli.watching import TopicFollower
-from tests.e2e.pipeline_stack import Pipeline, running_pipeline
-from tests.e2e.test_pipeline import submit_text, text_body
+from tests.support.pipeline_stack import Pipeline, running_pipeline, submit_text, text_body
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

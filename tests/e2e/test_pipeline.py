@@ -25,45 +25,15 @@ from parley_shared.events import MediaKind, ProcessRequested
 
 from parley_cli.watching import TopicFollower
 from parley_devtools.provider_double import gate_violations
-from tests.e2e.pipeline_stack import Pipeline, collect, running_pipeline
+from tests.support.pipeline_stack import Pipeline, collect, running_pipeline, submit_text, text_body
 
 pytestmark = pytest.mark.e2e
-
-
-def text_body(n: int, *, fail: bool = False) -> dict[str, Any]:
-    marker = " #fail" if fail else ""
-    return {
-        "name": f"e2e conversation {n}",
-        "messages": [
-            {
-                "payload": {"content": f"Hello, this is message one of conversation {n}.{marker}"},
-                "from": {"userId": "ana@example.com", "name": "Ana"},
-            },
-            {
-                "payload": {"content": "Will you send the report by Friday?"},
-                "from": {"userId": "ben@example.com", "name": "Ben"},
-            },
-        ],
-    }
 
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("e2e-logs")) as running:
         yield running
-
-
-async def submit_text(
-    client: httpx.AsyncClient, body: dict[str, Any], key: str | None = None, conversation_id: str | None = None
-) -> dict[str, Any]:
-    headers = {"Idempotency-Key": key} if key else {}
-    if conversation_id:
-        response = await client.put(f"/v1/process/text/{conversation_id}", json=body, headers=headers)
-    else:
-        response = await client.post("/v1/process/text", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    accepted: dict[str, Any] = response.json()
-    return accepted
 
 
 async def test_every_conversation_ends_in_exactly_one_outcome(pipeline: Pipeline) -> None:

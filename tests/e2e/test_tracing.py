@@ -17,8 +17,8 @@ import pytest
 from parley_shared.kafka.history import read_since
 
 from parley_cli.watching import TopicFollower
-from tests.e2e.pipeline_stack import Pipeline, collect, running_pipeline
-from tests.otlp_receiver import OtlpReceiver, running_otlp_receiver
+from tests.support.otlp_receiver import OtlpReceiver, running_otlp_receiver
+from tests.support.pipeline_stack import Pipeline, collect, running_pipeline
 
 pytestmark = pytest.mark.e2e
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

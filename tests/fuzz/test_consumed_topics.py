@@ -30,8 +30,7 @@ from parley_shared.kafka.connection import aiokafka_options
 from parley_shared.provider import JobStatus, ProviderClient
 from parley_shared.settings import ProviderSettings
 
-from tests.e2e.pipeline_stack import Pipeline, running_pipeline
-from tests.fuzz.hostile_records import (
+from tests.support.hostile_records import (
     COMPLETIONS,
     JOBS,
     REQUESTS,
@@ -40,6 +39,7 @@ from tests.fuzz.hostile_records import (
     hostile_records,
     huge_records,
 )
+from tests.support.pipeline_stack import Pipeline, running_pipeline
 
 pytestmark = pytest.mark.kafka
 

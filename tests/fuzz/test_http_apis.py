@@ -31,9 +31,9 @@ from parley_shared.settings import ProviderSettings
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
 
+from tests.support.engine import FakeAnalyzer, FakeRecognizer, engine_settings
 from tests.support.kafka_fakes import RecordingPublisher
 from tests.support.provider_fakes import FakeAsyncApi
-from tests.unit.engine.test_api_fakes import FakeAnalyzer, FakeRecognizer, engine_settings
 
 # /readyz answers 503 when Kafka is unreachable, which is its job (and there is no Kafka here).
 NOT_FUZZED = r"^/readyz$"
@@ -124,7 +124,8 @@ def engine_schema(engine_token_headers: dict[str, str]) -> Iterator[Any]:
         analyzer, recognizer = FakeAnalyzer(), FakeRecognizer()
         app = create_engine(engine, analyzer_factory=lambda: analyzer, recognizer_factory=lambda: recognizer)
         schema = schema_of(app)  # starts the engine's lifespan
-        with asgi.get_client(app) as client:
+        # schemathesis types ASGI scopes as dict where Starlette has MutableMapping: the same app either way.
+        with asgi.get_client(app) as client:  # type: ignore[arg-type]
             token = client.post(
                 "/oauth2/token:generate",
                 json={"type": "application", "appId": engine.app_id, "appSecret": engine.app_secret.get_secret_value()},

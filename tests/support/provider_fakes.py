@@ -49,8 +49,8 @@ class FakeAsyncApi(ProviderLifetime, AsyncApi):
             raise error
         number = len(self.calls)
         return ProcessResponse(
-            conversationId=call.conversation_id or f"58151706935951{number:02d}",
-            jobId=f"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb{number:02d}",
+            conversation_id=call.conversation_id or f"58151706935951{number:02d}",
+            job_id=f"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb{number:02d}",
         )
 
     async def submit_text(self, body: Mapping[str, Any], *, conversation_id: str | None = None) -> ProcessResponse:

@@ -19,7 +19,6 @@ import shlex
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,10 +30,10 @@ from parley_engine.settings import EngineSettings
 from parley_ingest.settings import IngestSettings
 from parley_insight_fetcher.settings import InsightFetcherSettings
 from parley_job_watcher.settings import JobWatcherSettings
-from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from parley_devtools.api_documents import SERVICES as API_SERVICES
+from tests.support.deployment import Instruction, final_stage, only, read_dockerfile, settings_field_exists
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -50,46 +49,6 @@ SETTINGS_BY_SERVICE: dict[str, type[BaseSettings]] = {
     "insight-fetcher": InsightFetcherSettings,
 }
 PIPELINE_SERVICES = ("ingest", "job-watcher", "insight-fetcher")
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    arguments: str
-
-    def exec_form(self) -> list[str]:
-        """The JSON (exec) form's words; a shell-form instruction is a failure here, since it breaks SIGTERM."""
-        words = json.loads(self.arguments)
-        assert isinstance(words, list), f"{self.keyword} is not in exec form: {self.arguments}"
-        return [str(word) for word in words]
-
-
-def read_dockerfile(path: Path) -> list[Instruction]:
-    """Instructions in order, continuation lines joined; comments and parser directives dropped."""
-    instructions: list[Instruction] = []
-    pending = ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + stripped).partition(" ")
-        instructions.append(Instruction(keyword.upper(), arguments.strip()))
-        pending = ""
-    return instructions
-
-
-def final_stage(instructions: list[Instruction]) -> list[Instruction]:
-    starts = [index for index, instruction in enumerate(instructions) if instruction.keyword == "FROM"]
-    return instructions[starts[-1] :]
-
-
-def only(instructions: list[Instruction], keyword: str) -> Instruction:
-    found = [instruction for instruction in instructions if instruction.keyword == keyword]
-    assert len(found) == 1, f"expected one {keyword}, found {len(found)}"
-    return found[0]
 
 
 def image_environment(instructions: list[Instruction]) -> dict[str, str]:
@@ -125,28 +84,6 @@ def compose_environment(service: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(environment, list):
         return dict(entry.partition("=")[::2] for entry in environment)
     return {name: "" if value is None else str(value) for name, value in environment.items()}
-
-
-def settings_field_exists(settings: type[BaseSettings], variable: str) -> bool:
-    """Whether pydantic-settings would read ``variable`` into a field of ``settings`` (nested with the delimiter)."""
-    prefix = str(settings.model_config.get("env_prefix", "")).upper()
-    if not variable.upper().startswith(prefix):
-        return False
-    parts = [variable[len(prefix) :].lower()]
-    delimiter = settings.model_config.get("env_nested_delimiter")
-    if parts[0] not in settings.model_fields and delimiter:
-        parts = parts[0].split(delimiter)
-    model: type[BaseModel] = settings
-    for depth, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        if depth < len(parts) - 1:
-            annotation = field.annotation
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                return False
-            model = annotation
-    return True
 
 
 def default_port(settings: type[BaseSettings]) -> int:

@@ -30,12 +30,12 @@ from parley_shared.settings import KafkaSettings, ProviderSettings
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.engine import TEXT_MESSAGES, engine_settings, running_engine
 from tests.support.job_watch import FakeJobApi, ProviderJob, make_watch, polling, submitted
 from tests.support.kafka_fakes import FakeRecord, RecordedSleep, RecordingPublisher
 from tests.support.provider_fakes import FakeConversationApi
 from tests.support.scripted_hop import ScriptedHandler, make_step, record, said
 from tests.support.virtual_time import START, VirtualClock, run_in_virtual_time
-from tests.unit.engine.test_api_fakes import TEXT_MESSAGES, engine_settings, running_engine
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from parley_shared.http_errors import install_error_handlers
-from parley_shared.metrics import ENGINE_ACTIVE_JOBS, serve_metrics
+from parley_shared.metrics import serve_metrics
 from parley_shared.service import configure_observability
 from parley_shared.tracing import flush_traces, http_telemetry, trace_http_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,6 +27,7 @@ from parley_engine.conversations_api import build_conversations_router
 from parley_engine.dependencies import EngineComponents, MaybeStartedDep
 from parley_engine.faults import FaultMode, FaultSettings
 from parley_engine.jobs import JobRunner
+from parley_engine.metrics import active_jobs
 from parley_engine.settings import EngineSettings
 from parley_engine.store import Store
 from parley_engine.tokens import TokenAuthority
@@ -137,7 +138,7 @@ def create_app(
     async def count_active_jobs() -> None:
         components: EngineComponents | None = getattr(app.state, "components", None)
         if components is not None:
-            ENGINE_ACTIVE_JOBS.labels(service="engine").set(await components.store.jobs.count_active_jobs())
+            active_jobs(await components.store.jobs.count_active_jobs())
 
     serve_metrics(app, "engine", before_scrape=[count_active_jobs])
     return app

@@ -27,11 +27,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from parley_shared.metrics import engine_job_ended
 from parley_shared.url_safety import UnfetchableUrl, stream_checked_url
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Speaker, Utterance
 from parley_engine.identifiers import message_id, new_message_id_prefix
+from parley_engine.metrics import engine_job_ended
 from parley_engine.settings import EngineSettings
 from parley_engine.speech.options import SpeechOptions
 from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, JobLeaseLost, JobRow, JobStore

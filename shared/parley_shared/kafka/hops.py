@@ -129,7 +129,7 @@ class Transform(Generic[InT, OutT]):
 
     name: str
     consumes: Stream[InT]
-    produces: tuple[Stream[OutT], ...]
+    produces: tuple[Stream[Any], ...]
     handler: Callable[[InT], Awaitable[Sequence[OutT]]]
     concurrency: int = 64
     max_records: int = 256

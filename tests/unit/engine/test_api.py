@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.unit.engine.test_api_fakes import TEXT_MESSAGES, engine_settings, http_server, running_engine
+from tests.support.engine import TEXT_MESSAGES, engine_settings, http_server, running_engine
 
 TOKEN_REJECTED = {"message": "Token validation failed for provided token."}
 NOT_FOUND = {"message": "The conversationId is either invalid or does not exist."}
@@ -242,7 +242,7 @@ async def test_uploads_over_the_limit_get_413_and_leave_no_file(tmp_path: Path) 
 
 
 async def test_jobs_beyond_the_concurrency_limit_get_429(tmp_path: Path) -> None:
-    from tests.unit.engine.test_api_fakes import FakeAnalyzer, Gate
+    from tests.support.engine import FakeAnalyzer, Gate
 
     gate = Gate()
     analyzer = FakeAnalyzer(gate=gate)

@@ -7,7 +7,7 @@ from typing import Any
 
 from parley_engine.transcript import markdown_transcript, srt_timestamp, srt_transcript
 
-from tests.unit.engine.test_api_fakes import TEXT_MESSAGES, RunningEngine, engine_settings, running_engine
+from tests.support.engine import TEXT_MESSAGES, RunningEngine, engine_settings, running_engine
 
 NOT_FOUND = {"message": "The conversationId is either invalid or does not exist."}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.unit.engine.test_api_fakes import engine_settings, http_server, running_engine
+from tests.support.engine import engine_settings, http_server, running_engine
 
 
 async def test_media_urls_on_loopback_fail_the_job_with_the_reason_and_are_not_requested(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from parley_engine.jobs import JobRunner, reattributed, text_utterances
 from parley_engine.store import NewConversation, NewJob, Store, utc_now
 from parley_engine.workers import ThreadWorkers
 
-from tests.unit.engine.test_api_fakes import (
+from tests.support.engine import (
     TEXT_MESSAGES,
     FakeAnalyzer,
     FakeRecognizer,

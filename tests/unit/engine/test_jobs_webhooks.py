@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from parley_engine.store.schema import WebhookDeliveryRow
 from parley_engine.webhooks import retry_delay, signature
 
-from tests.unit.engine.test_api_fakes import TEXT_MESSAGES, engine_settings, http_server, running_engine
+from tests.support.engine import TEXT_MESSAGES, RunningEngine, engine_settings, http_server, running_engine
 
 
 @dataclass
@@ -35,6 +36,17 @@ class Receiver:
             await asyncio.sleep(0.02)
 
 
+async def settled_deliveries(engine: RunningEngine, job_id: str, count: int = 3) -> list[WebhookDeliveryRow]:
+    """The job's deliveries once each has a final state: after that the engine sends none of them again."""
+    deadline = time.monotonic() + 10
+    while True:
+        deliveries = await engine.components.store.deliveries.deliveries_for_job(job_id)
+        if len(deliveries) == count and all(d.state != "pending" for d in deliveries):
+            return deliveries
+        assert time.monotonic() < deadline, [(d.job_status, d.state) for d in deliveries]
+        await asyncio.sleep(0.02)
+
+
 async def test_every_status_is_posted_signed_and_a_500_is_retried_with_the_same_delivery_id(tmp_path: Path) -> None:
     receiver = Receiver(replies=[500])
     settings = engine_settings(tmp_path, webhook_secret="hook-secret")
@@ -44,8 +56,7 @@ async def test_every_status_is_posted_signed_and_a_500_is_retried_with_the_same_
         )
         job_id, cid = response.json()["jobId"], response.json()["conversationId"]
         await engine.wait_for_job(job_id)
-        await receiver.wait_for(4)
-        await asyncio.sleep(0.2)  # nothing more should arrive
+        assert [d.state for d in await settled_deliveries(engine, job_id)] == ["delivered"] * 3
         assert len(receiver.received) == 4
 
         first, retry, *rest = receiver.received
@@ -76,16 +87,17 @@ async def test_a_4xx_is_final_and_retries_stop_at_max_attempts(tmp_path: Path) -
         http_server({"/gone": refusing.handle, "/down": failing.handle}) as base,
         running_engine(settings) as engine,
     ):
+        job_ids = []
         for path in ("gone", "down"):
             response = await engine.client.post(
                 "/v1/process/text",
                 json={"messages": TEXT_MESSAGES, "webhookUrl": f"{base}/{path}"},
                 headers=engine.headers,
             )
-            await engine.wait_for_job(response.json()["jobId"])
-        await refusing.wait_for(3)
-        await failing.wait_for(6)
-        await asyncio.sleep(0.3)
+            job_ids.append(response.json()["jobId"])
+            await engine.wait_for_job(job_ids[-1])
+        for job_id in job_ids:
+            await settled_deliveries(engine, job_id)
         # 410: each of the three statuses tried once; 503: each tried twice (max attempts), then given up.
         assert len(refusing.received) == 3
         assert len(failing.received) == 6

@@ -1,7 +1,7 @@
 """Several engine replicas on one PostgreSQL database: leases, claims, take-over, admission.
 
 Each "replica" is a Store and a JobRunner of its own (its own connection pool and replica id) in this process,
-over fake analysis workers, all on one throwaway PostgreSQL server (tests/postgres_server.py).
+over fake analysis workers, all on one throwaway PostgreSQL server (tests/support/postgres_server.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from parley_engine.settings import EngineSettings
 from parley_engine.store import JobLeaseLost, NewConversation, NewJob, Store, TooManyJobs, utc_now
 from parley_engine.workers import ThreadWorkers
 
-from tests.postgres_server import PostgresServer
-from tests.unit.engine.test_api_fakes import FakeAnalyzer, FakeRecognizer, Gate, engine_settings
+from tests.support.engine import FakeAnalyzer, FakeRecognizer, Gate, engine_settings
+from tests.support.postgres_server import PostgresServer
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from parley_shared.settings import KafkaSettings, TopicNames
 
 from parley_cli.local_stack import LocalStack
@@ -113,3 +114,33 @@ async def collect(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(read(False), settle_seconds)
     return seen
+
+
+def text_body(n: int, *, fail: bool = False) -> dict[str, Any]:
+    marker = " #fail" if fail else ""
+    return {
+        "name": f"e2e conversation {n}",
+        "messages": [
+            {
+                "payload": {"content": f"Hello, this is message one of conversation {n}.{marker}"},
+                "from": {"userId": "ana@example.com", "name": "Ana"},
+            },
+            {
+                "payload": {"content": "Will you send the report by Friday?"},
+                "from": {"userId": "ben@example.com", "name": "Ben"},
+            },
+        ],
+    }
+
+
+async def submit_text(
+    client: httpx.AsyncClient, body: dict[str, Any], key: str | None = None, conversation_id: str | None = None
+) -> dict[str, Any]:
+    headers = {"Idempotency-Key": key} if key else {}
+    if conversation_id:
+        response = await client.put(f"/v1/process/text/{conversation_id}", json=body, headers=headers)
+    else:
+        response = await client.post("/v1/process/text", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    return accepted
