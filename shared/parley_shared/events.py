@@ -35,6 +35,15 @@ class MediaKind(StrEnum):
     VIDEO = "video"
 
 
+class JobKind(StrEnum):
+    """What a provider job processes: a submission of one of the media kinds, or a live stream once it ended."""
+
+    TEXT = "text"
+    AUDIO = "audio"
+    VIDEO = "video"
+    STREAM = "stream"
+
+
 class MessagePayload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -120,7 +129,7 @@ class JobSubmitted(Event):
     event_type: Literal["JobSubmitted"] = Field("JobSubmitted", description="event discriminator")
     conversation_id: IdStr = Field(description="the provider's conversation id (16-digit numeric string)")
     job_id: IdStr = Field(description="the provider's job id (UUID)")
-    kind: MediaKind = Field(description="text, audio or video")
+    kind: JobKind = Field(description="text, audio, video, or stream (a live stream that ended)")
     submitted_at: datetime = Field(default_factory=_now, description="when the provider accepted the job")
     webhook_url: str | None = Field(None, description="the webhook the provider was told to call, if any")
 
@@ -200,6 +209,67 @@ class DeadLetter(CamelModel):
     )
 
 
+class LiveEvent(Event):
+    """What every event on ``parley.live`` carries: the stream's conversation and connection, and its place in the
+    stream (``sequence`` counts from 0 per connection, so a consumer can see a gap or a repeat)."""
+
+    conversation_id: IdStr = Field(description="the conversation the stream is recorded into")
+    connection_id: str = Field(max_length=256, description="the Streaming API connectionId the client chose")
+    sequence: int = Field(ge=0, description="this event's position in its stream, from 0")
+
+
+class LiveStreamStarted(LiveEvent):
+    """A live stream began: the provider created its conversation."""
+
+    event_type: Literal["LiveStreamStarted"] = Field("LiveStreamStarted", description="event discriminator")
+    speaker: dict[str, Any] | None = Field(None, description="the start_request's speaker ({userId, name}), if any")
+
+
+class LiveMessages(LiveEvent):
+    """Finished messages (final sentences) of a live stream, as the provider's message_response gave them."""
+
+    event_type: Literal["LiveMessages"] = Field("LiveMessages", description="event discriminator")
+    messages: list[dict[str, Any]] = Field(
+        description="Symbl message objects: id, from {id, name, userId}, payload {content}, duration, metadata"
+    )
+
+
+class LiveInsights(LiveEvent):
+    """Questions, action items and follow-ups detected live (the provider's insight_response)."""
+
+    event_type: Literal["LiveInsights"] = Field("LiveInsights", description="event discriminator")
+    insights: list[dict[str, Any]] = Field(description="Symbl insight objects: id, type, payload {content}, from")
+
+
+class LiveTopics(LiveEvent):
+    """Topics detected live (the provider's topic_response)."""
+
+    event_type: Literal["LiveTopics"] = Field("LiveTopics", description="event discriminator")
+    topics: list[dict[str, Any]] = Field(description="Symbl topic objects: id, phrases, score, messageReferences")
+
+
+class LiveTrackers(LiveEvent):
+    """Tracker matches detected live (the provider's tracker_response)."""
+
+    event_type: Literal["LiveTrackers"] = Field("LiveTrackers", description="event discriminator")
+    trackers: list[dict[str, Any]] = Field(description="Symbl tracker objects: name, matches")
+
+
+class LiveStreamEnded(LiveEvent):
+    """The stream is over; its conversation goes on as a job (``JobSubmitted`` on the jobs topic, same
+    transaction), so its ``InsightsReady`` follows like any other conversation's."""
+
+    event_type: Literal["LiveStreamEnded"] = Field("LiveStreamEnded", description="event discriminator")
+    job_id: IdStr | None = Field(None, description="the provider job that finishes the conversation, when known")
+    reason: Literal["stopped", "client_disconnected", "provider_disconnected"] = Field(
+        description="stopped: the client sent stop_request; otherwise which side went away first"
+    )
+
+
+LiveStreamEvent = Annotated[
+    LiveStreamStarted | LiveMessages | LiveInsights | LiveTopics | LiveTrackers | LiveStreamEnded,
+    Field(discriminator="event_type"),
+]
 JobsTopicEvent = Annotated[JobSubmitted | JobResolved, Field(discriminator="event_type")]
 jobs_topic_adapter: TypeAdapter[JobSubmitted | JobResolved] = TypeAdapter(JobsTopicEvent)
 CompletionEvent = Annotated[JobCompleted | JobFailed, Field(discriminator="event_type")]

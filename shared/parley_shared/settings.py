@@ -23,6 +23,7 @@ class TopicNames(BaseModel):
     jobs: str = Field("parley.jobs", description="JobSubmitted events from ingest")
     completions: str = Field("parley.completions", description="JobCompleted / JobFailed from job-watcher")
     insights: str = Field("parley.insights", description="InsightsReady bundles (compacted)")
+    live: str = Field("parley.live", description="live streams' messages and insights as they are recognised")
     dead_letters: str = Field("parley.dead-letters", description="records no service could handle")
 
     @classmethod
@@ -33,6 +34,7 @@ class TopicNames(BaseModel):
             jobs=f"{prefix}.jobs",
             completions=f"{prefix}.completions",
             insights=f"{prefix}.insights",
+            live=f"{prefix}.live",
             dead_letters=f"{prefix}.dead-letters",
         )
 

@@ -37,6 +37,7 @@ def test_every_service_has_its_documents_and_they_parse() -> None:
     assert {channel["address"] for channel in ingest_topics["channels"].values()} == {
         "parley.requests",
         "parley.jobs",
+        "parley.live",
         "parley.dead-letters",
     }
     watcher_topics = yaml.safe_load(documents["asyncapi-job-watcher.yaml"])

@@ -72,7 +72,7 @@ async def test_a_text_submission_is_accepted_with_its_ids(ingest: Ingest) -> Non
     assert call.body["name"] == "Release sync"
     assert call.body["confidenceThreshold"] == 0.7  # Symbl options pass through
     assert call.body["webhookUrl"] == WEBHOOK_URL
-    assert submitted.kind is MediaKind.TEXT
+    assert submitted.kind == MediaKind.TEXT
 
 
 async def test_the_same_idempotency_key_twice_gives_the_same_job(ingest: Ingest) -> None:
@@ -128,7 +128,7 @@ async def test_an_audio_upload_is_streamed_to_the_provider_with_its_options(inge
         "trackers": [{"name": "Pricing"}],
         "webhookUrl": WEBHOOK_URL,
     }
-    assert ingest.published[0].kind is MediaKind.AUDIO
+    assert ingest.published[0].kind == MediaKind.AUDIO
 
 
 # ---- refused ----------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Submissions arrive as ``ProcessRequested`` commands on Kafka or on the Symbl Async API paths over HTTP (text,
 audio/video files streamed, audio/video URLs); each requestId is submitted to the provider once, and its job is
 announced as a ``JobSubmitted``. At start-up the recent ``JobSubmitted`` history rebuilds the idempotency ledger.
+Live streams (Symbl's Streaming API over WebSocket) are relayed to the provider; what it recognises is published
+on the live topic as it comes, and the stream's job is announced when the stream ends.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
-from parley_shared.events import JobSubmitted, ProcessRequested
+from parley_shared.events import JobSubmitted, LiveStreamEvent, ProcessRequested
 from parley_shared.kafka.hops import HttpInput, StartupRead, Stream, Transform
 from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
@@ -20,6 +22,7 @@ from parley_shared.service import PipelineService
 
 from parley_ingest.http_api import build_router
 from parley_ingest.ledger import RequestLedger
+from parley_ingest.live_api import LiveRelaySettings, build_live_router
 from parley_ingest.metrics import SERVICE
 from parley_ingest.settings import IngestSettings
 from parley_ingest.submission import Submitter
@@ -72,10 +75,34 @@ def create_app(
         )
     )
 
+    live_streams = service.http_input(
+        HttpInput(
+            "WebSocket /v1/streaming/{connectionId}, /v1/realtime/insights/{connectionId}",
+            "Symbl's Streaming API, relayed to the provider frame for frame",
+            produces=(
+                Stream(
+                    topics.live,
+                    LiveStreamEvent,
+                    "each live stream's messages, insights, topics and trackers as they are recognised, keyed by"
+                    " conversationId, in order (sequence from 0); LiveStreamEnded last",
+                ),
+                jobs,
+            ),
+        )
+    )
+
     router = build_router(
         submitter,
         lambda submitted: submissions.publish([submitted]),
         max_upload_bytes=settings.max_upload_bytes,
         api_keys=settings.api_keys,
     )
-    return service.app(title="Parley ingest", routers=[router], resources=[provider])
+    live_router = build_live_router(
+        LiveRelaySettings(
+            provider_url=settings.provider.url,
+            webhook_url=settings.webhook_url,
+            stop_timeout_seconds=settings.live_stop_timeout_seconds,
+        ),
+        live_streams.publish,
+    )
+    return service.app(title="Parley ingest", routers=[router, live_router], resources=[provider])

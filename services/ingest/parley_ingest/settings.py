@@ -24,6 +24,9 @@ class IngestSettings(ParleySettings):
         24.0, gt=0, description="how far back a repeated requestId is recognised after a restart"
     )
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest audio/video upload accepted")
+    live_stop_timeout_seconds: float = Field(
+        30.0, gt=0, description="a streaming client gone without stop_request: how long the provider may take to finish"
+    )
     api_keys: ApiKeys = Field(
         (),
         description="comma-separated keys the HTTP API accepts (Authorization: Bearer or x-api-key); "

@@ -25,6 +25,7 @@ def topic_specs(settings: KafkaSettings, topics: TopicNames) -> list[NewTopic]:
         NewTopic(topics.requests, partitions, replication, topic_configs=durable),
         NewTopic(topics.jobs, partitions, replication, topic_configs=durable),
         NewTopic(topics.completions, partitions, replication, topic_configs=durable),
+        NewTopic(topics.live, partitions, replication, topic_configs=durable),
         # Compacted: the latest insight bundle per conversation is kept forever, older ones are cleaned up.
         NewTopic(
             topics.insights,
