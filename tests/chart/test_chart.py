@@ -786,6 +786,7 @@ def test_defaults_are_the_codes_defaults() -> None:
         "jobs": topics.jobs,
         "completions": topics.completions,
         "insights": topics.insights,
+        "live": topics.live,
         "deadLetters": topics.dead_letters,
     }
     for service, key in (("ingest", "ingest"), ("job-watcher", "jobWatcher"), ("insight-fetcher", "insightFetcher")):

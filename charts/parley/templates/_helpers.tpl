@@ -201,6 +201,7 @@ Argument: dict "root" $ "component" "<service>".
 {{- $_ := set $data "PARLEY_TOPICS__JOBS" $topics.jobs }}
 {{- $_ := set $data "PARLEY_TOPICS__COMPLETIONS" $topics.completions }}
 {{- $_ := set $data "PARLEY_TOPICS__INSIGHTS" $topics.insights }}
+{{- $_ := set $data "PARLEY_TOPICS__LIVE" $topics.live }}
 {{- $_ := set $data "PARLEY_TOPICS__DEAD_LETTERS" $topics.deadLetters }}
 {{- $_ := set $data "PARLEY_PROVIDER__URL" (include "parley.providerUrl" $root) }}
 {{- $_ := set $data "PARLEY_PROVIDER__APP_ID" $root.Values.provider.appId }}
