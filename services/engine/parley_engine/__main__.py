@@ -18,6 +18,8 @@ def serve(settings: EngineSettings | None = None) -> None:
         log_config=None,  # create_app routed every logger, uvicorn's too, through Parley's structured handler
         # Uploads are streamed to disk by the app; uvicorn must not cap or buffer them.
         timeout_keep_alive=30,
+        # The Streaming API's WebSockets (uvicorn's maintained implementation; subprotocol echo, 429 denials).
+        ws="websockets-sansio",
     )
 
 

@@ -3,12 +3,14 @@
 The lifespan opens the store (upgrading its schema: ``parley_engine.store.migrations``), builds the parts and keeps
 them as ``EngineComponents``, which the routes receive as typed dependencies (``parley_engine.dependencies``).
 
-Everything the engine serves is here: auth, the Async API, the Job API, the Conversation API, health. Errors are
+Everything the engine serves is here: auth, the Async API, the Job API, the Conversation API, the Streaming API
+(WebSocket, ``parley_engine.streaming``), health. Errors are
 JSON ``{"message": …}`` everywhere, bad input is a 4xx, never a 5xx.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +32,11 @@ from parley_engine.jobs import JobRunner
 from parley_engine.metrics import active_jobs
 from parley_engine.settings import EngineSettings
 from parley_engine.store import Store
+from parley_engine.streaming.conversations import StoredStreamConversations
+from parley_engine.streaming.hub import StreamHub
+from parley_engine.streaming.router import build_streaming_router
+from parley_engine.streaming.service import StreamingService
+from parley_engine.streaming.workers import Decoder, LiveProcessWorkers, LiveThreadWorkers, LiveWorkers, real_decoder
 from parley_engine.tokens import TokenAuthority
 from parley_engine.webhooks import WebhookSender
 from parley_engine.workers import (
@@ -56,11 +63,23 @@ def build_workers(
     return ThreadWorkers(recognizer_factory or real_recognizer, analyzer_factory or real_analyzer)
 
 
+def build_live_workers(
+    settings: EngineSettings,
+    analyzer_factory: Callable[[], Analyzer] | None,
+    decoder_factory: Callable[[], Decoder] | None,
+) -> LiveWorkers:
+    """As ``build_workers``, for live streams: injected factories on threads, else a pool of processes."""
+    if analyzer_factory is None and decoder_factory is None:
+        return LiveProcessWorkers(settings.streaming_workers)
+    return LiveThreadWorkers(decoder_factory or real_decoder, analyzer_factory or real_analyzer)
+
+
 def create_app(
     settings: EngineSettings | None = None,
     *,
     analyzer_factory: Callable[[], Analyzer] | None = None,
     recognizer_factory: Callable[[], Recognizer] | None = None,
+    decoder_factory: Callable[[], Decoder] | None = None,
     fault_settings: FaultSettings | None = None,
 ) -> FastAPI:
     settings = settings or EngineSettings()
@@ -85,16 +104,34 @@ def create_app(
             lease_seconds=settings.job_lease_seconds,
         )
         authority = TokenAuthority(settings, store.credentials, await store.credentials.signing_key())
-        app.state.components = EngineComponents(settings, store, workers, runner, sender, authority)
+        live_workers = build_live_workers(settings, analyzer_factory, decoder_factory)
+
+        def job_submitted() -> None:
+            runner.wake()
+            sender.wake()
+
+        streaming = StreamingService(
+            StreamHub(settings.streaming_max_streams),
+            live_workers,
+            StoredStreamConversations(
+                store.jobs, on_job_submitted=job_submitted, default_webhook_url=settings.streaming_webhook_url
+            ),
+        )
+        app.state.components = EngineComponents(settings, store, workers, runner, sender, authority, streaming)
         await sender.start()
         await runner.start()
+        if isinstance(live_workers, LiveProcessWorkers):
+            warm_up = asyncio.create_task(live_workers.warm_up(), name="live-workers-warm-up")
         log.info("engine ready on %s:%d (data in %s)", settings.http_host, settings.http_port, settings.engine_data_dir)
         try:
             yield
         finally:
+            if isinstance(live_workers, LiveProcessWorkers):
+                warm_up.cancel()
             await runner.stop()
             await sender.stop()
             workers.close()
+            live_workers.close()
             await store.close()
             flush_traces()
 
@@ -132,6 +169,7 @@ def create_app(
     app.include_router(build_async_router())
     app.include_router(build_job_router())
     app.include_router(build_conversations_router())
+    app.include_router(build_streaming_router())
     if fault_mode is not None:  # fault injection: middleware and GET /_faults/log
         fault_mode.install(app, settings.resolved_database_url)
 

@@ -240,7 +240,7 @@ def build_conversations_router() -> APIRouter:
         stored = [event.model_dump(mode="json") for event in events.speaker_events]
         try:
             row = await conversations.save_speaker_events(conversationId, stored)
-            if row.source in ("audio", "video"):
+            if row.source in ("audio", "video", "streaming"):
                 # Re-attribution runs as a job of the conversation, after the jobs submitted before it.
                 await jobs.submit_job(
                     NewJob(id=new_job_id(), kind="speakers", options={}, input_json=stored),

@@ -14,6 +14,7 @@ from parley_shared.http_errors import ApiProblem
 from parley_engine.jobs import JobRunner
 from parley_engine.settings import EngineSettings
 from parley_engine.store import ConversationStore, JobStore, Store
+from parley_engine.streaming.service import StreamingService
 from parley_engine.tokens import TokenAuthority
 from parley_engine.webhooks import WebhookSender
 from parley_engine.workers import AnalysisWorkers
@@ -29,6 +30,7 @@ class EngineComponents:
     job_runner: JobRunner
     webhook_sender: WebhookSender
     token_authority: TokenAuthority
+    streaming: StreamingService
 
 
 def started_components(request: Request) -> EngineComponents | None:

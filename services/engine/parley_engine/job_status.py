@@ -9,7 +9,7 @@ JobStatus = Literal["scheduled", "in_progress", "completed", "failed"]
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("scheduled", "in_progress")
 # Jobs a caller submitted through the Async API; the engine's own maintenance jobs (re-attributing speakers)
 # share the queue so they run in order with them, but never count against the caller's concurrency limit.
-PUBLIC_JOB_KINDS = ("text", "audio", "video", "audio_url", "video_url")
+PUBLIC_JOB_KINDS = ("text", "audio", "video", "audio_url", "video_url", "streaming")
 
 
 def job_status_body(job_id: str, status: str, conversation_id: str) -> str:

@@ -360,6 +360,9 @@ class JobRunner:
         prefix = new_message_id_prefix()
         if job.kind == "text":
             new = text_utterances(job.input_json or [], conversation.start_time, len(existing), prefix)
+        elif job.kind == "streaming":
+            # Recognized live (parley_engine.streaming): the sentences the client already saw, ids and times kept.
+            new = [Utterance.model_validate(utterance) for utterance in job.input_json or []]
         else:
             path = Path(job.input_path) if job.input_path else await self._download(job)
             speech = SpeechOptions.model_validate(job.options.get("speech") or {})

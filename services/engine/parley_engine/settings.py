@@ -80,6 +80,37 @@ class EngineSettings(BaseSettings):
     job_lease_seconds: float = Field(
         30.0, gt=0, description="how long a replica's claim on a running job lasts unless renewed"
     )
+    streaming_max_streams: int = Field(
+        8, ge=1, description="live Streaming API connections at once; past it the WebSocket upgrade answers 429"
+    )
+    streaming_workers: int = Field(
+        default_factory=usable_cpu_count,
+        ge=1,
+        description="processes that recognize and analyse live streams (apart from the Async jobs' workers)",
+    )
+    streaming_start_timeout_seconds: float = Field(
+        30.0, gt=0, description="how long a new connection may take to send its start_request"
+    )
+    streaming_idle_timeout_seconds: float = Field(
+        1800.0, gt=0, description="a started stream that sends no frame for this long is ended (Symbl: 30 minutes)"
+    )
+    streaming_max_duration_seconds: float = Field(
+        4 * 3600.0, gt=0, description="longest a stream may last; it is then stopped as if by stop_request"
+    )
+    streaming_max_frame_bytes: int = Field(
+        65_536, ge=1024, description="largest binary audio frame (Symbl documents 8,192; SDK microphones send more)"
+    )
+    streaming_send_queue_frames: int = Field(
+        1000, ge=10, description="frames waiting for a slow client before it is disconnected"
+    )
+    streaming_send_timeout_seconds: float = Field(
+        10.0, gt=0, description="longest one frame may take to reach a client before it is disconnected"
+    )
+    streaming_webhook_url: str | None = Field(
+        None,
+        description="where a stream's job reports its status when its start_request names no webhookUrl; "
+        "unset: no webhook",
+    )
     log_level: str = Field("INFO", description="log level of the engine")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json lines, or aligned text for people; auto picks text when stderr is a terminal"

@@ -65,6 +65,24 @@ class NewConversation:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def conversation_row(new: NewConversation, now: datetime) -> ConversationRow:
+    """A new conversation's row, with no jobs yet."""
+    return ConversationRow(
+        id=new.id,
+        name=new.name,
+        type="meeting",
+        source=new.source,
+        start_time=new.start_time,
+        end_time=None,
+        meta=dict(new.metadata),
+        analysis_options={},
+        speaker_events=None,
+        job_count=0,
+        created_at=now,
+        deleted=False,
+    )
+
+
 def finish_job(session: AsyncSession, row: JobRow, status: JobStatus, reason: str | None) -> None:
     now = utc_now()
     row.status, row.reason, row.finished_at, row.updated_at = status, reason, now, now
@@ -140,20 +158,7 @@ class JobStore:
                 if await _count_active_jobs(session) >= max_active_jobs:
                     raise TooManyJobs(max_active_jobs)
             if new_conversation is not None:
-                conversation = ConversationRow(
-                    id=new_conversation.id,
-                    name=new_conversation.name,
-                    type="meeting",
-                    source=new_conversation.source,
-                    start_time=new_conversation.start_time,
-                    end_time=None,
-                    meta=dict(new_conversation.metadata),
-                    analysis_options={},
-                    speaker_events=None,
-                    job_count=0,
-                    created_at=now,
-                    deleted=False,
-                )
+                conversation = conversation_row(new_conversation, now)
                 session.add(conversation)
             else:
                 assert conversation_id is not None
@@ -182,6 +187,11 @@ class JobStore:
             session.add(row)
             enqueue_delivery(session, row, now)
             return row
+
+    async def create_conversation(self, new: NewConversation) -> None:
+        """A conversation with no job yet (a live stream's, until the stream ends and becomes its job)."""
+        async with self._database.write() as session:
+            session.add(conversation_row(new, utc_now()))
 
     async def job(self, job_id: str) -> JobRow | None:
         async with self._database.read() as session:

@@ -1,0 +1,398 @@
+"""One Streaming API connection as a state machine, free of WebSocket and HTTP details.
+
+The router hands it the client's text and binary frames; it answers through a ``FrameSink`` and ends the
+connection by raising ``CloseStream``. Its life: connected → (start_request) listening → (stop_request) stopped,
+or paused when ``disconnectOnStopRequest`` is false, from where another ``start_request`` listens again.
+
+Audio is decoded to 16 kHz, cut into utterances by the VAD (``speech.segmenter``) and decoded on the live workers:
+an interim ``recognition_result`` while someone speaks, the final one when they stop; each final sentence becomes
+a ``message_response`` message, and the newest sentences (with a few before them, for context) go through the
+same ``TextAnalyzer`` as the Async API for questions, action items, follow-ups, topics and trackers. One recognition
+lane and one analysis lane per stream keep its frames in order, while other streams' work runs beside them.
+
+The conversation exists from ``start_request`` on (``conversation_created`` carries its id); at the end its
+sentences are handed to ``StreamConversations.complete``, which turns them into a job like an Async one: the
+whole-conversation analysis, the Conversation API and the job's webhook follow from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn, Protocol
+
+from parley_engine.conversation import AnalysisOptions, Speaker, Tracker, Utterance, Word
+from parley_engine.identifiers import message_id, new_message_id_prefix
+from parley_engine.speech.live import LiveDecodeOptions
+from parley_engine.speech.segmenter import SegmenterSettings, SpeechProbability, SpeechSegment, UtteranceSegmenter
+from parley_engine.speech.sentences import RecognizedWord, sentence_text, split_sentences
+from parley_engine.speech.vocabulary import VocabularyCorrector
+from parley_engine.streaming import frames
+from parley_engine.streaming.audio import AudioDecoder, AudioFrameError, UnsupportedAudio, parse_encoding
+from parley_engine.streaming.frames import BadFrame, StartRequest
+from parley_engine.streaming.workers import LiveWorkers
+
+log = logging.getLogger(__name__)
+
+# Sentences analysed with each batch of new ones, so "Can you do that?" finds who "you" is.
+ANALYSIS_CONTEXT_MESSAGES = 6
+FINAL_BEAM_SIZE = 5
+# Close codes (RFC 6455): a finished stream, a client that broke the protocol, a frame too large, an engine error.
+NORMAL_CLOSURE = 1000
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+
+
+class CloseStream(Exception):
+    """End the connection with this close code and reason (after the frames already sent)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class FrameSink(Protocol):
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame for the client (and the connection's subscribers); never blocks."""
+
+
+class StreamConversations(Protocol):
+    """Where a stream's conversation lives: created at start, handed over as a job at the end."""
+
+    async def open(self, *, name: str | None, start_time: datetime) -> str: ...
+
+    async def complete(
+        self, conversation_id: str, utterances: Sequence[Utterance], *, options: dict[str, Any], webhook_url: str | None
+    ) -> str: ...
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_frame_bytes: int = 65_536
+    summary_base_url: str = "http://127.0.0.1:8700"
+
+
+class StreamSession:
+    def __init__(
+        self,
+        connection_id: str,
+        sink: FrameSink,
+        conversations: StreamConversations,
+        workers: LiveWorkers,
+        vad_factory: Callable[[], SpeechProbability],
+        *,
+        limits: SessionLimits | None = None,
+        segmenter_settings: SegmenterSettings | None = None,
+    ) -> None:
+        self.connection_id = connection_id
+        self._sink = sink
+        self._conversations = conversations
+        self._workers = workers
+        self._vad_factory = vad_factory
+        self._limits = limits or SessionLimits()
+        self._segmenter_settings = segmenter_settings or SegmenterSettings()
+        self.state = "connected"
+        self.conversation_id: str | None = None
+        self.job_id: str | None = None
+        self._request: StartRequest | None = None
+        self._decoder: AudioDecoder | None = None
+        self._segmenter: UtteranceSegmenter | None = None
+        self._start_time = datetime.now(UTC)
+        self._prefix = new_message_id_prefix()
+        self._utterances: list[Utterance] = []
+        self._sequence = 0
+        self._recognition: asyncio.Queue[SpeechSegment | None] = asyncio.Queue()
+        self._analysis: asyncio.Queue[list[Utterance] | None] = asyncio.Queue()
+        self._lanes: list[asyncio.Task[None]] = []
+        self._sent_insights: set[tuple[str, str]] = set()
+        self._completed = False
+
+    # Client frames
+
+    async def receive_text(self, text: str) -> None:
+        try:
+            data = frames.parse_text_frame(text)
+        except BadFrame as error:
+            self._refuse("invalid_frame", str(error))
+        kind = data["type"]
+        if kind == "start_request":
+            await self._start(data)
+        elif kind in frames.STOP_TYPES:
+            await self._stop()
+        elif kind == "modify_request":
+            self._modify(data)
+        else:
+            self._refuse("invalid_frame", f"unknown message type {kind!r}: expected start_request or stop_request")
+
+    async def receive_audio(self, data: bytes) -> None:
+        if len(data) > self._limits.max_frame_bytes:
+            self.report_error(
+                "frame_too_large", f"an audio frame may hold at most {self._limits.max_frame_bytes} bytes"
+            )
+            raise CloseStream(MESSAGE_TOO_BIG, "audio frame too large")
+        if self.state != "listening":
+            self._refuse("audio_before_start", "send a start_request before any audio")
+        assert self._decoder is not None and self._segmenter is not None
+        try:
+            samples = self._decoder.decode(data)
+        except AudioFrameError as error:
+            self._refuse("invalid_audio", str(error))
+        segments = await asyncio.to_thread(self._segmenter.feed, samples)
+        for segment in segments:
+            self._recognition.put_nowait(segment)
+
+    async def complete(self) -> None:
+        """End the stream as ``stop_request`` does (a timeout, say): final results, then the closing frames."""
+        await self._finish(announce=True)
+
+    async def end(self) -> None:
+        """The connection is over (client gone, timeout, engine stopping): finish the conversation, send nothing."""
+        await self._finish(announce=False)
+
+    # Life cycle
+
+    async def _start(self, data: dict[str, Any]) -> None:
+        if self.state == "listening":
+            self._refuse("repeated_start", "the stream is already started: send stop_request first")
+        if self.state == "stopped":
+            self._refuse("stream_stopped", "the stream is stopped")
+        try:
+            request = frames.parse_start_request(data)
+            encoding = parse_encoding(request.encoding)
+            decoder = AudioDecoder(encoding, request.sample_rate)
+            if not request.config.language_code.lower().startswith("en"):
+                raise UnsupportedAudio(f"language {request.config.language_code} is not supported (English only)")
+        except (BadFrame, UnsupportedAudio) as error:
+            self._refuse("invalid_start_request", str(error))
+        if request.callback_url and not request.callback_url.lower().startswith(("http://", "https://")):
+            self._refuse("invalid_start_request", "invalid start_request: webhookUrl must be an http(s) URL")
+        self._request, self._decoder = request, decoder
+        if self.conversation_id is None:
+            self._start_time = datetime.now(UTC)
+            self.conversation_id = await self._conversations.open(name=request.title, start_time=self._start_time)
+            self._segmenter = UtteranceSegmenter(self._vad_factory(), self._segmenter_settings)
+            self._lanes = [
+                asyncio.create_task(self._recognize_lane(), name=f"stream-{self.connection_id}-recognition"),
+                asyncio.create_task(self._analysis_lane(), name=f"stream-{self.connection_id}-analysis"),
+            ]
+            self._sink.send(frames.conversation_created(self.conversation_id))
+        self.state = "listening"
+        self._sink.send(frames.started_listening())
+        self._sink.send(frames.recognition_started(self.conversation_id))
+
+    async def _stop(self) -> None:
+        if self.state != "listening":
+            self._refuse("stop_before_start", "the stream is not started: send start_request first")
+        assert self._request is not None and self.conversation_id is not None
+        if self._request.disconnect_on_stop_request:
+            await self._finish(announce=True)
+            raise CloseStream(NORMAL_CLOSURE, "stream stopped")
+        await self._drain()
+        self.state = "paused"
+        self._sink.send(frames.recognition_stopped(self.conversation_id))
+
+    def _modify(self, data: dict[str, Any]) -> None:
+        if self.state != "listening" or self._request is None:
+            self._refuse("modify_before_start", "the stream is not started: send start_request first")
+        recognition = data.get("speechRecognition") or {}
+        try:
+            encoding = parse_encoding(recognition.get("encoding") or self._request.encoding)
+            rate = int(recognition.get("sampleRateHertz") or self._request.sample_rate)
+            self._decoder = AudioDecoder(encoding, rate)
+        except (UnsupportedAudio, ValueError, TypeError) as error:
+            self._refuse("invalid_modify_request", str(error))
+        self._sink.send(frames.platform_message("session_modified"))
+
+    async def _drain(self) -> None:
+        """Recognize what was still heard and analyse it, so every final result is out before what follows."""
+        if self._segmenter is not None and (last := await asyncio.to_thread(self._segmenter.flush)) is not None:
+            self._recognition.put_nowait(last)
+        await self._recognition.join()
+        await self._analysis.join()
+
+    async def _finish(self, *, announce: bool) -> None:
+        if self._completed:
+            return
+        self._completed = True
+        self.state = "stopped"
+        if self.conversation_id is None:
+            return
+        try:
+            await self._drain()
+        finally:
+            for lane in self._lanes:
+                lane.cancel()
+        assert self._request is not None
+        self.job_id = await self._conversations.complete(
+            self.conversation_id,
+            self._utterances,
+            options=self._job_options(self._request),
+            webhook_url=self._request.callback_url,
+        )
+        if announce:
+            summary_url = f"{self._limits.summary_base_url}/v1/conversations/{self.conversation_id}/experiences"
+            self._sink.send(frames.conversation_completed(self.conversation_id, self.job_id, summary_url))
+            self._sink.send(frames.recognition_stopped(self.conversation_id))
+
+    @staticmethod
+    def _job_options(request: StartRequest) -> dict[str, Any]:
+        analysis: dict[str, Any] = {"confidence_threshold": request.config.confidence_threshold}
+        if request.trackers:
+            analysis["trackers"] = [t.model_dump() for t in request.trackers]
+        return {"name": request.title, "analysis": analysis}
+
+    # Recognition and analysis lanes
+
+    async def _recognize_lane(self) -> None:
+        while True:
+            segment = await self._recognition.get()
+            try:
+                if segment is None:
+                    return
+                # An interim result already overtaken by newer audio is not worth decoding.
+                if not segment.final and not self._recognition.empty():
+                    continue
+                await self._recognize(segment)
+            except Exception:
+                log.exception("stream %s: recognition failed", self.connection_id)
+            finally:
+                self._recognition.task_done()
+
+    async def _recognize(self, segment: SpeechSegment) -> None:
+        options = LiveDecodeOptions(beam_size=FINAL_BEAM_SIZE if segment.final else 1)
+        words = await self._workers.decode(segment.samples, options)
+        if segment.final and self._request is not None:
+            words = VocabularyCorrector(self._request.custom_vocabulary or []).correct(words)
+        if not words:
+            return
+        self._sink.send(frames.recognition_result(words, final=segment.final, user=self._user(), offset=segment.start))
+        if not segment.final:
+            return
+        new = [self._utterance(sentence, segment.start) for sentence in split_sentences(words)]
+        self._utterances.extend(new)
+        self._sequence += 1
+        messages = [
+            frames.stream_message(
+                utterance.id,
+                utterance.text,
+                sentence,
+                sender=self._user(),
+                start=self._start_time,
+                offset=segment.start,
+            )
+            for utterance, sentence in zip(new, split_sentences(words), strict=True)
+        ]
+        self._sink.send(frames.message_response(messages, self._sequence))
+        self._analysis.put_nowait(new)
+
+    def _utterance(self, sentence: list[RecognizedWord], offset: float) -> Utterance:
+        speaker = self._request.speaker if self._request is not None else None
+        user_id = speaker.user_id if speaker else None
+        return Utterance(
+            id=message_id(self._prefix, len(self._utterances)),
+            text=sentence_text(sentence),
+            speaker=Speaker(
+                name=(speaker.name if speaker else None) or "Speaker 1",
+                user_id=user_id,
+                email=user_id if user_id and "@" in user_id else None,
+            ),
+            start_offset=round(offset + sentence[0].start, 3),
+            end_offset=round(offset + sentence[-1].end, 3),
+            words=[
+                Word(
+                    word=w.text,
+                    start_offset=round(offset + w.start, 3),
+                    end_offset=round(offset + w.end, 3),
+                    score=w.probability,
+                )
+                for w in sentence
+            ],
+        )
+
+    def _user(self) -> dict[str, Any]:
+        speaker = self._request.speaker if self._request is not None else None
+        name = (speaker.name if speaker else None) or "Speaker 1"
+        user_id = speaker.user_id if speaker else None
+        member = str(uuid.uuid5(uuid.NAMESPACE_URL, f"parley:{self.conversation_id}:{user_id or name}"))
+        return {"id": member, "name": name, "userId": user_id}
+
+    async def _analysis_lane(self) -> None:
+        while True:
+            new = await self._analysis.get()
+            try:
+                if new is None:
+                    return
+                # Batch whatever else arrived meanwhile: one analysis for all of it.
+                while not self._analysis.empty():
+                    more = self._analysis.get_nowait()
+                    self._analysis.task_done()
+                    if more:
+                        new = [*new, *more]
+                await self._analyze(new)
+            except Exception:
+                log.exception("stream %s: live analysis failed", self.connection_id)
+            finally:
+                self._analysis.task_done()
+
+    async def _analyze(self, new: list[Utterance]) -> None:
+        request = self._request
+        assert request is not None and self.conversation_id is not None
+        first_new = self._utterances.index(new[0])
+        window = self._utterances[max(0, first_new - ANALYSIS_CONTEXT_MESSAGES) : first_new + len(new)]
+        options = AnalysisOptions(
+            confidence_threshold=request.config.confidence_threshold,
+            trackers=[Tracker(name=t.name, vocabulary=t.vocabulary) for t in request.trackers or []],
+            detect_entities=False,
+            enable_summary=False,
+        )
+        insights = await self._workers.analyze(
+            window, options, conversation_id=self.conversation_id, conversation_start=self._start_time
+        )
+        new_ids = {u.id for u in new}
+        wanted = set(request.insight_types)
+        found = [
+            frames.insight(item)
+            for item in [*insights.questions, *insights.action_items, *insights.follow_ups]
+            if item["type"] in wanted and new_ids & set(item.get("messageIds") or []) and self._first_time(item)
+        ]
+        if found:
+            self._sink.send(frames.insight_response(found, self._sequence))
+        topics = [frames.topic(t) for t in insights.topics if new_ids & set(t.get("messageIds") or [])]
+        topics = [t for t in topics if self._first_time({"type": "topic", "text": t["phrases"]})]
+        if topics:
+            self._sink.send(frames.topic_response(topics, self._sequence))
+        trackers = [t for t in insights.trackers if _tracker_matches_in(t, new_ids)]
+        if trackers:
+            self._sink.send(frames.tracker_response(trackers, self._sequence))
+
+    def _first_time(self, item: dict[str, Any]) -> bool:
+        key = (str(item["type"]), str(item.get("text", "")).lower())
+        if key in self._sent_insights:
+            return False
+        self._sent_insights.add(key)
+        return True
+
+    # Errors
+
+    def report_error(self, kind: str, message: str) -> None:
+        """An error frame for the client; the connection goes on unless the caller closes it."""
+        for frame in frames.error_frames(message, kind):
+            self._sink.send(frame)
+
+    def _refuse(self, kind: str, message: str) -> NoReturn:
+        """Tell the client what was wrong, then close with 1008."""
+        self.report_error(kind, message)
+        raise CloseStream(POLICY_VIOLATION, kind)
+
+
+def _tracker_matches_in(tracker: dict[str, Any], message_ids: set[str]) -> bool:
+    for match in tracker.get("matches") or []:
+        for reference in match.get("messageRefs") or []:
+            if reference.get("id") in message_ids:
+                return True
+    return False

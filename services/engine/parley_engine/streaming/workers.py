@@ -1,0 +1,161 @@
+"""Where live streams' CPU-bound work runs: decoding utterances and analysing the newest sentences.
+
+Live streams get their own workers, apart from the Async jobs' (``parley_engine.workers``): a long upload being
+transcribed must never hold up a live caption. ``LiveProcessWorkers`` (the default) runs a small pool of spawned
+processes, each loading one ``UtteranceDecoder`` (one CPU thread) and one ``TextAnalyzer`` on first use; the pool
+size bounds how much of the machine streams may take. ``LiveThreadWorkers`` runs given objects on threads: for
+tests and light fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
+from parley_engine.speech.live import LiveDecodeOptions
+from parley_engine.speech.sentences import RecognizedWord
+from parley_engine.workers import Analyzer, real_analyzer
+
+T = TypeVar("T")
+Samples = npt.NDArray[np.float32]
+
+
+class Decoder(Protocol):
+    def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]: ...
+
+
+class LiveWorkers(Protocol):
+    async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]: ...
+
+    async def analyze(
+        self,
+        utterances: Sequence[Utterance],
+        options: AnalysisOptions,
+        *,
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> ConversationInsights: ...
+
+    def close(self) -> None: ...
+
+
+def real_decoder() -> Decoder:
+    from parley_engine.speech.live import UtteranceDecoder  # heavy (Whisper): imported only where it runs
+
+    decoder: Decoder = UtteranceDecoder(cpu_threads=1)
+    return decoder
+
+
+class _ExecutorWorkers:
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LiveThreadWorkers(_ExecutorWorkers):
+    """Given decoder and analyzer (built lazily, once) on ``threads`` threads."""
+
+    def __init__(
+        self,
+        decoder_factory: Callable[[], Decoder] = real_decoder,
+        analyzer_factory: Callable[[], Analyzer] = real_analyzer,
+        threads: int = 2,
+    ) -> None:
+        super().__init__(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="live-stream"))
+        self._decoder_factory, self._analyzer_factory = decoder_factory, analyzer_factory
+        self._decoder: Decoder | None = None
+        self._analyzer: Analyzer | None = None
+        self._building = asyncio.Lock()
+
+    async def _parts(self) -> tuple[Decoder, Analyzer]:
+        async with self._building:
+            if self._decoder is None or self._analyzer is None:
+                self._decoder, self._analyzer = await asyncio.to_thread(
+                    lambda: (self._decoder_factory(), self._analyzer_factory())
+                )
+            decoder, analyzer = self._decoder, self._analyzer
+            assert decoder is not None and analyzer is not None
+            return decoder, analyzer
+
+    async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
+        decoder, _ = await self._parts()
+        return await self._run(decoder.decode, samples, options)
+
+    async def analyze(
+        self,
+        utterances: Sequence[Utterance],
+        options: AnalysisOptions,
+        *,
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> ConversationInsights:
+        _, analyzer = await self._parts()
+        return await self._run(
+            lambda: analyzer.analyze(
+                list(utterances), options, conversation_id=conversation_id, conversation_start=conversation_start
+            )
+        )
+
+
+# One decoder and one analyzer per live worker process, built on first use.
+_process_decoder: Decoder | None = None
+_process_analyzer: Analyzer | None = None
+
+
+def _decode_in_worker(samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
+    global _process_decoder
+    if _process_decoder is None:
+        _process_decoder = real_decoder()
+    return _process_decoder.decode(samples, options)
+
+
+def _analyze_in_worker(
+    utterances: list[Utterance], options: AnalysisOptions, conversation_id: str, conversation_start: datetime
+) -> ConversationInsights:
+    global _process_analyzer
+    if _process_analyzer is None:
+        _process_analyzer = real_analyzer()
+    return _process_analyzer.analyze(
+        utterances, options, conversation_id=conversation_id, conversation_start=conversation_start
+    )
+
+
+def _warm_up() -> None:
+    _decode_in_worker(np.zeros(16_000, np.float32), LiveDecodeOptions())
+
+
+class LiveProcessWorkers(_ExecutorWorkers):
+    """The real decoder and analyzer in ``processes`` spawned processes (spawn: the parent runs an event loop)."""
+
+    def __init__(self, processes: int) -> None:
+        super().__init__(ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")))
+        self._processes = processes
+
+    async def warm_up(self) -> None:
+        """Load the model in every process now, so the first stream's first words are not late by seconds."""
+        await asyncio.gather(*(self._run(_warm_up) for _ in range(self._processes)))
+
+    async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
+        return await self._run(_decode_in_worker, samples, options)
+
+    async def analyze(
+        self,
+        utterances: Sequence[Utterance],
+        options: AnalysisOptions,
+        *,
+        conversation_id: str,
+        conversation_start: datetime,
+    ) -> ConversationInsights:
+        return await self._run(_analyze_in_worker, list(utterances), options, conversation_id, conversation_start)

@@ -1,0 +1,291 @@
+"""The Streaming API over a real WebSocket: the engine on uvicorn at a loopback port, the real Whisper decoder and
+Silero VAD on flite speech, the fake analyzer (so live insights are predictable), the real store, runner and webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from aiohttp import web
+from parley_engine.app import create_app
+from parley_engine.streaming.hub import Outbox, SlowReader
+from parley_engine.streaming.workers import Decoder, real_decoder
+from websockets.exceptions import InvalidStatus
+
+from parley_devtools.speech_samples import flite_available, synthesize_samples
+from tests.support.engine import FakeAnalyzer, FakeRecognizer, engine_settings, http_server
+from tests.support.streaming import kind, pcm16, silence, start_request, stream_client
+
+pytestmark = pytest.mark.skipif(not flite_available(), reason="flite is not installed")
+
+QUESTION = "Can you send me the report by Friday afternoon"
+STATEMENT = "I will follow up with the vendor tomorrow"
+
+
+@pytest.fixture(scope="module")
+def decoder() -> Decoder:
+    return real_decoder()
+
+
+@pytest.fixture(scope="module")
+def speech() -> Iterator[dict[str, np.ndarray]]:
+    yield {"question": synthesize_samples(QUESTION, "slt"), "statement": synthesize_samples(STATEMENT, "rms")}
+
+
+@dataclass
+class Engine:
+    host: str
+    token: str
+    http: httpx.AsyncClient
+    analyzer: FakeAnalyzer
+
+    async def job(self, job_id: str, statuses: tuple[str, ...] = ("completed", "failed")) -> dict[str, Any]:
+        async with asyncio.timeout(20):
+            while True:
+                body: dict[str, Any] = (await self.http.get(f"/v1/job/{job_id}")).json()
+                if body["status"] in statuses:
+                    return body
+                await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def streaming_engine(tmp_path: Path, decoder: Decoder, **overrides: Any) -> AsyncIterator[Engine]:
+    from tests.support.streaming import serve_app
+
+    analyzer = FakeAnalyzer()
+    settings = engine_settings(tmp_path, **overrides)
+    app = create_app(
+        settings, analyzer_factory=lambda: analyzer, recognizer_factory=FakeRecognizer, decoder_factory=lambda: decoder
+    )
+    async with serve_app(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
+        credentials = {"type": "application", "appId": "test-app", "appSecret": "test-secret"}
+        token = (await http.post("/oauth2/token:generate", json=credentials)).json()["accessToken"]
+        http.headers["x-api-key"] = token
+        yield Engine(host, token, http, analyzer)
+
+
+@dataclass
+class Hooks:
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    completed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        self.bodies.append(body)
+        if body["status"] == "completed":
+            self.completed.set()
+        return web.Response(status=200)
+
+
+async def test_a_stream_is_answered_in_symbls_frames_and_order_and_becomes_a_conversation(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    hooks = Hooks()
+    async with (
+        http_server({"/hook": hooks.handle}) as hook_base,
+        streaming_engine(tmp_path, decoder) as engine,
+        stream_client(engine.host, "c29tZS1pZA==", engine.token) as client,
+    ):
+        # 44.1 kHz, the Python SDK's default rate, resampled by the engine.
+        await client.send_json(start_request(44100, webhookUrl=f"{hook_base}/hook"))
+        await client.send_audio(pcm16(speech["question"], 44100) + silence(1.0, 44100))
+        await client.send_audio(pcm16(speech["statement"], 44100) + silence(1.0, 44100))
+        await client.until(lambda f: kind(f) == "message_response" and "vendor" in json.dumps(f))
+        await client.send_text("{'type': 'stop_request'}")  # the Python SDK's stop frame, not JSON
+        code, _ = await client.closed()
+
+        assert code == 1000
+        kinds = client.kinds()
+        assert kinds[:3] == ["conversation_created", "started_listening", "recognition_started"]
+        assert kinds[-2:] == ["conversation_completed", "recognition_stopped"]
+        assert "recognition_result" in kinds and "insight_response" in kinds and "topic_response" in kinds
+        frames = [f for f in client.received if isinstance(f, dict)]
+        finals = [f["message"] for f in frames if kind(f) == "recognition_result" and f["message"]["isFinal"]]
+        assert [f["punctuated"]["transcript"] for f in finals] == [f"{QUESTION}?", f"{STATEMENT}."]
+        first_final = kinds.index("recognition_result", kinds.index("recognition_started"))
+        assert kinds.index("message_response") > first_final
+        messages = [m for f in frames if kind(f) == "message_response" for m in f["messages"]]
+        assert messages[0]["from"]["userId"] == "natalia@example.com"
+        insights = [i for f in frames if kind(f) == "insight_response" for i in f["insights"]]
+        assert [(i["type"], i["payload"]["content"]) for i in insights] == [("question", f"{QUESTION}?")]
+        assert insights[0]["messageReference"]["id"] == messages[0]["id"]
+
+        conversation_id = frames[0]["message"]["data"]["conversationId"]
+        completed = frames[-2]["message"]
+        assert completed["conversationId"] == completed["data"]["conversationId"] == conversation_id
+        assert (await engine.job(completed["jobId"]))["status"] == "completed"
+        stored = (await engine.http.get(f"/v1/conversations/{conversation_id}/messages")).json()["messages"]
+        assert [(m["id"], m["text"]) for m in stored] == [(m["id"], m["payload"]["content"]) for m in messages]
+        questions = (await engine.http.get(f"/v1/conversations/{conversation_id}/questions")).json()["questions"]
+        assert [q["text"] for q in questions] == [f"{QUESTION}?"]
+        async with asyncio.timeout(10):
+            await hooks.completed.wait()
+        assert [b["status"] for b in hooks.bodies] == ["scheduled", "in_progress", "completed"]
+        assert {b["conversationId"] for b in hooks.bodies} == {conversation_id}
+
+
+@pytest.mark.parametrize("carrier", ["query", "x-api-key", "subprotocol", "bearer"])
+async def test_every_token_carrier_is_accepted_and_an_offered_subprotocol_echoed(
+    tmp_path: Path, decoder: Decoder, carrier: Any
+) -> None:
+    async with (
+        streaming_engine(tmp_path, decoder) as engine,
+        stream_client(engine.host, "carrier", engine.token, carrier=carrier, path="/v1/streaming") as client,
+    ):
+        if carrier == "subprotocol":
+            assert client.connection.subprotocol == engine.token
+        await client.send_text("__PING__")
+        assert await client.next() == "__PONG__"
+        await client.send_json(start_request())
+        assert await client.until(lambda frame: True) == client.received[-1]
+        assert client.kinds()[-1] == "conversation_created"
+
+
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+async def test_a_missing_or_wrong_token_gets_an_error_frame_and_1008(
+    tmp_path: Path, decoder: Decoder, token: str | None
+) -> None:
+    async with streaming_engine(tmp_path, decoder) as engine, stream_client(engine.host, "x", token) as client:
+        code, _ = await client.closed()
+    assert code == 1008
+    assert client.kinds() == ["error", "error"]
+    assert client.received[0] == {
+        "type": "error",
+        "message": "Token validation failed for provided token.",
+        "details": "unauthorized",
+    }
+
+
+BAD_STARTS: list[tuple[str, Any, str]] = [
+    ("not json", "start_request please", "invalid_frame"),
+    ("no type", {"config": {}}, "invalid_frame"),
+    ("bad threshold", start_request(config={"confidenceThreshold": 7}), "invalid_start_request"),
+    ("encoding", start_request(config={"speechRecognition": {"encoding": "AAC"}}), "invalid_start_request"),
+    ("rate", start_request(4000), "invalid_start_request"),
+    ("language", start_request(config={"languageCode": "fr-FR"}), "invalid_start_request"),
+]
+
+
+@pytest.mark.parametrize(("case", "first", "details"), BAD_STARTS, ids=[case for case, _, _ in BAD_STARTS])
+async def test_bad_input_gets_an_error_frame_and_1008(
+    tmp_path: Path, decoder: Decoder, case: str, first: Any, details: str
+) -> None:
+    async with streaming_engine(tmp_path, decoder) as engine, stream_client(engine.host, "x", engine.token) as client:
+        await (client.send_text(first) if isinstance(first, str) else client.send_json(first))
+        code, _ = await client.closed()
+    assert code == 1008
+    errors = [f for f in client.received if isinstance(f, dict) and f["type"] == "error"]
+    assert errors and errors[0]["details"] == details, client.received
+
+
+async def test_audio_before_start_a_repeated_start_and_an_oversize_frame_are_refused(
+    tmp_path: Path, decoder: Decoder
+) -> None:
+    async with streaming_engine(tmp_path, decoder, streaming_max_frame_bytes=4096) as engine:
+        async with stream_client(engine.host, "a", engine.token) as client:
+            await client.send_audio(silence(0.1))
+            assert await client.closed() == (1008, "audio_before_start")
+        async with stream_client(engine.host, "b", engine.token) as client:
+            await client.send_json(start_request())
+            await client.send_json(start_request())
+            assert await client.closed() == (1008, "repeated_start")
+            assert client.kinds()[-2:] == ["error", "error"]
+        async with stream_client(engine.host, "c", engine.token) as client:
+            await client.send_json(start_request())
+            await client.send_audio(silence(0.5), frame_bytes=8000)
+            code, _ = await client.closed()
+            assert code == 1009
+            assert client.kinds()[-2:] == ["error", "error"]
+
+
+async def test_a_silent_client_is_told_and_closed_cleanly(tmp_path: Path, decoder: Decoder) -> None:
+    overrides = {"streaming_start_timeout_seconds": 0.3, "streaming_idle_timeout_seconds": 0.3}
+    async with streaming_engine(tmp_path, decoder, **overrides) as engine:
+        async with stream_client(engine.host, "quiet", engine.token) as client:
+            assert await client.closed() == (1008, "no start_request")
+        async with stream_client(engine.host, "idle", engine.token) as client:
+            await client.send_json(start_request())
+            code, _ = await client.closed()
+            assert code == 1000
+            assert client.kinds()[3:] == ["error", "error", "conversation_completed", "recognition_stopped"]
+
+
+async def test_past_the_stream_limit_the_upgrade_is_answered_429_and_others_go_on(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    async with (
+        streaming_engine(tmp_path, decoder, streaming_max_streams=1) as engine,
+        stream_client(engine.host, "one", engine.token) as first,
+    ):
+        await first.send_json(start_request())
+        await first.until_kind("recognition_started")
+        with pytest.raises(InvalidStatus) as refused:
+            async with stream_client(engine.host, "two", engine.token):
+                pass
+        assert refused.value.response.status_code == 429
+        assert json.loads(refused.value.response.body or b"{}")["statusCode"] == 429
+        await first.send_audio(pcm16(speech["statement"]) + silence(1.0))
+        await first.until_kind("message_response")
+
+
+async def test_a_subscriber_receives_the_streams_frames(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    async with (
+        streaming_engine(tmp_path, decoder) as engine,
+        stream_client(engine.host, "shared", engine.token, path="/v1/subscribe") as listener,
+        stream_client(engine.host, "shared", engine.token) as speaker,
+    ):
+        await listener.send_text("__PING__")
+        assert await listener.next() == "__PONG__"
+        await speaker.send_json(start_request())
+        await speaker.send_audio(pcm16(speech["statement"]) + silence(1.0))
+        await speaker.until_kind("message_response")
+        await speaker.send_json({"type": "stop_request"})
+        assert (await speaker.closed())[0] == 1000
+        assert (await listener.closed())[0] == 1000
+    assert listener.received[1:] == speaker.received
+
+
+async def test_paused_with_disconnect_on_stop_request_false_and_resumed(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    async with streaming_engine(tmp_path, decoder) as engine, stream_client(engine.host, "p", engine.token) as client:
+        await client.send_json(start_request(disconnectOnStopRequest=False, disconnectOnStopRequestTimeout=60))
+        await client.send_audio(pcm16(speech["statement"]) + silence(1.0))
+        await client.send_json({"type": "stop_request"})
+        await client.until_kind("recognition_stopped")
+        await client.send_json(start_request(disconnectOnStopRequest=True))
+        await client.until_kind("recognition_started")
+        await client.send_json({"type": "stop_request"})
+        assert (await client.closed())[0] == 1000
+    kinds = client.kinds()
+    assert kinds.count("conversation_created") == 1 and kinds.count("started_listening") == 2
+    assert kinds.index("message_response") < kinds.index("recognition_stopped")
+
+
+class StuckSocket:
+    async def send_text(self, data: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_slow_reader_is_detected_without_blocking_the_sender() -> None:
+    stalled = Outbox(limit=100, send_timeout=0.05)
+    stalled.send_text("first")
+    with pytest.raises(SlowReader):
+        await stalled.run(StuckSocket())
+    flooded = Outbox(limit=3, send_timeout=10)
+    for n in range(5):
+        flooded.send_text(str(n))  # never blocks, however far behind the client is
+    assert flooded.overflowed
+    with pytest.raises(SlowReader):
+        await flooded.run(StuckSocket())
