@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import mimetypes
 import os
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+import websockets
 from parley_shared.settings import ParleySettings
 
 from parley_cli.dead_letters import dead_letters_app
@@ -255,6 +257,38 @@ def submit(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def stream(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a recording (any format PyAV decodes)")],
+    url: Annotated[
+        str, typer.Option(envvar="PARLEY_STREAM_URL", help="WebSocket base of ingest or the engine")
+    ] = "ws://127.0.0.1:8701",
+    token: Annotated[
+        str | None, typer.Option(envvar="PARLEY_STREAM_TOKEN", help="access token; default: one from the provider")
+    ] = None,
+    speaker: Annotated[str | None, typer.Option(help="the speaker's name")] = None,
+    speed: Annotated[float, typer.Option(min=0.1, help="1 = real time; 2 = twice as fast")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the final report as JSON")] = False,
+) -> None:
+    """Stream a recording to Symbl's Streaming API at real-time pace, printing the live transcript and insights."""
+    from parley_cli.streaming import access_token, stream_file
+
+    settings = ParleySettings()
+    try:
+        if token is None:
+            provider = settings.provider
+            token = access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
+        report = asyncio.run(stream_file(url, file, token=token, speaker_name=speaker, speed=speed))
+    except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(report)))
+    else:
+        typer.echo(f"stream closed ({report.close_code}); conversation {report.conversation_id}")
+    raise typer.Exit(0 if report.close_code == 1000 and not report.errors else 1)
 
 
 @app.command()
