@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +68,50 @@ async def test_a_text_meeting_and_a_recorded_call_get_real_insights(pipeline: Pi
     assert "incident report" in transcript and "friday" in transcript
     assert {m["name"] for m in items(call_insights, "members", "members")} == {"Sara", "Tom"}
     assert any("report" in a["text"].lower() for a in items(call_insights, "actionItems", "actionItems"))
+
+
+async def test_a_live_stream_through_ingest_lands_on_the_live_topic_and_ends_in_one_insights_ready(
+    pipeline: Pipeline,
+) -> None:
+    from parley_cli.streaming import access_token, stream_file
+
+    topics = pipeline.topics
+    engine = pipeline.stack.processes["engine"].url
+    token = access_token(engine, "parley-dev", "parley-dev-secret")
+    shown: list[str] = []
+    async with TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower:
+        report = await stream_file(
+            pipeline.ingest.replace("http://", "ws://"),
+            SAMPLES / "support-call.ogg",
+            token=token,
+            speaker_name="Sara",
+            speed=2.0,
+            show=shown.append,
+        )
+        assert report.close_code == 1000 and report.conversation_id, (report, shown)
+        seen: dict[str, list[dict[str, Any]]] = {}
+        async with asyncio.timeout(180):
+            # Two topics are read side by side, so either may come first: wait for both ends.
+            async for _, event in follower.events():
+                seen.setdefault(event["eventType"], []).append(event)
+                ours = {
+                    e["eventType"] for es in seen.values() for e in es if e["conversationId"] == report.conversation_id
+                }
+                if {"InsightsReady", "LiveStreamEnded"} <= ours:
+                    break
+
+    live = [e for kind, events in seen.items() if kind.startswith("Live") for e in events]
+    live = [e for e in live if e["conversationId"] == report.conversation_id]
+    assert [e["sequence"] for e in sorted(live, key=lambda e: e["sequence"])] == list(range(len(live)))
+    kinds = [e["eventType"] for e in sorted(live, key=lambda e: e["sequence"])]
+    assert kinds[0] == "LiveStreamStarted" and kinds[-1] == "LiveStreamEnded" and "LiveMessages" in kinds
+    ended = next(e for e in live if e["eventType"] == "LiveStreamEnded")
+    assert ended["reason"] == "stopped" and ended["jobId"]
+    live_text = " ".join(
+        m["payload"]["content"] for e in live if e["eventType"] == "LiveMessages" for m in e["messages"]
+    )
+    assert "report" in live_text.lower(), live_text
+    [ready] = [e for e in seen["InsightsReady"] if e["conversationId"] == report.conversation_id]
+    assert ready["jobId"] == ended["jobId"]
+    transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages")).lower()
+    assert "incident report" in transcript, transcript
