@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,39 @@ async def test_a_live_stream_through_ingest_lands_on_the_live_topic_and_ends_in_
     assert ready["jobId"] == ended["jobId"]
     transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages")).lower()
     assert "incident report" in transcript, transcript
+
+
+JS_SDK = Path(__file__).resolve().parents[1] / "js"
+
+
+@pytest.mark.parametrize("through", ["engine", "ingest"])
+def test_symbls_javascript_sdk_streams_unchanged_with_only_the_host_changed(
+    pipeline: Pipeline, through: str, tmp_path: Path
+) -> None:
+    from parley_cli.streaming import access_token, pcm_chunks
+
+    assert (JS_SDK / "node_modules" / "@symblai" / "symbl-js").is_dir(), "run scripts/bootstrap (npm ci in tests/js)"
+    engine = pipeline.stack.processes["engine"].url
+    host = engine if through == "engine" else pipeline.ingest
+    recording = tmp_path / "call.pcm"
+    recording.write_bytes(b"".join(pcm_chunks(SAMPLES / "support-call.ogg")))
+    token = access_token(engine, "parley-dev", "parley-dev-secret")
+
+    done = subprocess.run(
+        ["node", "stream.js", host, token, str(recording), "4"],
+        cwd=JS_SDK,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "stopped", kinds
+    said = " ".join(m["payload"]["content"] for e in events if e["event"] == "messages" for m in e["data"]).lower()
+    assert "incident report" in said, said
+    assert any(e["event"] == "speech" and not e["data"]["isFinal"] for e in events), "interim results"
+    assert any(i["type"] == "action_item" for e in events if e["event"] == "insights" for i in e["data"])
+    completed = events[-1]["data"]
+    assert completed["conversationId"] and completed["jobId"]
