@@ -56,7 +56,7 @@ class SegmenterSettings:
     pre_roll_seconds: float = 0.3  # audio kept before the first speech window (Silero reacts a little late)
     min_speech_seconds: float = 0.25  # shorter blips (a cough, a click) are dropped
     max_utterance_seconds: float = 20.0  # a longer utterance is cut here (Whisper's window is 30 s)
-    interim_interval_seconds: float = 0.6  # how much more speech calls for another interim result
+    interim_interval_seconds: float = 0.5  # how much more speech calls for another interim result
 
 
 @dataclass(frozen=True)

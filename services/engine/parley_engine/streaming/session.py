@@ -27,7 +27,7 @@ from typing import Any, NoReturn, Protocol
 
 from parley_engine.conversation import AnalysisOptions, Speaker, Tracker, Utterance, Word
 from parley_engine.identifiers import message_id, new_message_id_prefix
-from parley_engine.speech.live import LiveDecodeOptions
+from parley_engine.speech.live import FINAL_TAIL_SECONDS, INTERIM_TAIL_SECONDS, LiveDecodeOptions
 from parley_engine.speech.segmenter import SegmenterSettings, SpeechProbability, SpeechSegment, UtteranceSegmenter
 from parley_engine.speech.sentences import RecognizedWord, sentence_text, split_sentences
 from parley_engine.speech.vocabulary import VocabularyCorrector
@@ -264,7 +264,10 @@ class StreamSession:
                 self._recognition.task_done()
 
     async def _recognize(self, segment: SpeechSegment) -> None:
-        options = LiveDecodeOptions(beam_size=FINAL_BEAM_SIZE if segment.final else 1)
+        if segment.final:
+            options = LiveDecodeOptions(beam_size=FINAL_BEAM_SIZE, tail_seconds=FINAL_TAIL_SECONDS)
+        else:
+            options = LiveDecodeOptions(beam_size=1, tail_seconds=INTERIM_TAIL_SECONDS)
         words = await self._workers.decode(segment.samples, options)
         if segment.final and self._request is not None:
             words = VocabularyCorrector(self._request.custom_vocabulary or []).correct(words)
