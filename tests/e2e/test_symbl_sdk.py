@@ -10,6 +10,7 @@ import importlib
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,13 +59,17 @@ def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def wait_completed(engine_url: str, conversation: Any, seconds: float = 60) -> None:
     """The SDK's own wait sleeps 30 s before its first poll; read the job status directly instead."""
+    wait_job_completed(engine_url, conversation.get_job_id(), seconds)
+
+
+def wait_job_completed(engine_url: str, job_id: str, seconds: float = 60) -> None:
     token = httpx.post(
         f"{engine_url}/oauth2/token:generate",
         json={"type": "application", "appId": CREDENTIALS["app_id"], "appSecret": CREDENTIALS["app_secret"]},
     ).json()["accessToken"]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        status = httpx.get(f"{engine_url}/v1/job/{conversation.get_job_id()}", headers={"x-api-key": token}).json()
+        status = httpx.get(f"{engine_url}/v1/job/{job_id}", headers={"x-api-key": token}).json()
         if status["status"] in ("completed", "failed"):
             assert status["status"] == "completed", status
             return
@@ -100,3 +105,53 @@ def test_the_official_sdk_uploads_audio(engine_url: str, sdk: Any) -> None:
     transcript = " ".join(m.text for m in conversation.get_messages().messages).lower()
     assert "incident report" in transcript
     assert {m.name for m in conversation.get_members().members} == {"Sara", "Tom"}
+
+
+def test_the_official_sdk_streams_live_audio(engine_url: str, sdk: Any) -> None:
+    """``symbl.Streaming`` unchanged but for its WebSocket host (hard-coded in the SDK, so patched like REST's)."""
+    from parley_devtools.speech_samples import flite_available, synthesize_samples
+
+    if not flite_available():
+        pytest.skip("flite is not installed")
+    streaming_module = importlib.import_module("symbl.streaming_api.StreamingApi")
+    host = engine_url.removeprefix("http://")
+    vars(streaming_module)["SYMBL_STREAMING_API_FORMAT"] = f"ws://{host}/v1/realtime/insights/{{}}?source=python_sdk"
+
+    received: list[dict[str, Any]] = []
+    completed = threading.Event()
+    answered = threading.Event()
+
+    def on_message(frame: dict[str, Any]) -> None:
+        received.append(frame)
+        if frame["message"]["type"] == "conversation_completed":
+            completed.set()
+
+    def on_message_response(frame: dict[str, Any]) -> None:
+        received.append(frame)
+        answered.set()
+
+    connection = sdk.Streaming.start_connection(
+        credentials=CREDENTIALS,
+        speaker={"userId": "natalia@example.com", "name": "Natalia"},
+        insight_types=["question", "action_item"],
+        config={"speechRecognition": {"sampleRateHertz": 16000}},
+    )
+    connection.subscribe(
+        {"message": on_message, "message_response": on_message_response, "insight_response": received.append}
+    )
+    speech = synthesize_samples("Can you send the incident report to the whole team by Friday", "slt")
+    audio = (speech * 32767).astype("<i2").tobytes() + bytes(32000)
+    for offset in range(0, len(audio), 8192):
+        connection.send_audio(audio[offset : offset + 8192])
+    assert answered.wait(60), received
+    connection.stop()  # the SDK's stop frame is a Python repr, not JSON
+    assert completed.wait(60), received
+
+    finished = next(f["message"] for f in received if f.get("message", {}).get("type") == "conversation_completed")
+    assert finished["conversationId"] == connection.conversation.get_conversation_id()
+    wait_job_completed(engine_url, finished["jobId"], seconds=120)
+    messages = connection.conversation.get_messages().messages
+    assert "incident report" in " ".join(m.text for m in messages).lower()
+    assert messages[0]._from.name == "Natalia"
+    questions = [q.text for q in connection.conversation.get_questions().questions]
+    assert any("incident report" in q.lower() for q in questions)
