@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import symbl_rest
+from parley_shared.settings import TopicNames
 
 from parley_cli.local_stack import LocalStack
 
@@ -107,14 +109,31 @@ def test_the_official_sdk_uploads_audio(engine_url: str, sdk: Any) -> None:
     assert {m.name for m in conversation.get_members().members} == {"Sara", "Tom"}
 
 
-def test_the_official_sdk_streams_live_audio(engine_url: str, sdk: Any) -> None:
-    """``symbl.Streaming`` unchanged but for its WebSocket host (hard-coded in the SDK, so patched like REST's)."""
+@pytest.fixture(scope="module")
+def ingest_url(engine_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Parley's ingest in front of the engine: it relays the Streaming API and publishes each stream on Kafka."""
+    work = tmp_path_factory.mktemp("symbl-sdk-ingest")
+    topics = TopicNames.prefixed(f"sdk-{uuid.uuid4().hex[:8]}")
+    env = {"PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "PARLEY_API_URL": engine_url, **topics.as_env()}
+    stack = LocalStack(log_dir=work, env=env)
+    try:
+        yield stack.start("ingest", port=free_port()).url
+    finally:
+        stack.stop_all()
+
+
+@pytest.mark.parametrize("through", ["engine", "ingest"])
+def test_the_official_sdk_streams_live_audio(
+    engine_url: str, sdk: Any, through: str, request: pytest.FixtureRequest
+) -> None:
+    """``symbl.Streaming`` unchanged but for its WebSocket host (hard-coded in the SDK, so patched like REST's),
+    straight to the engine or through Parley's ingest."""
     from parley_devtools.speech_samples import flite_available, synthesize_samples
 
-    if not flite_available():
-        pytest.skip("flite is not installed")
+    assert flite_available(), "flite speaks the test sentence: scripts/bootstrap installs it"
     streaming_module = importlib.import_module("symbl.streaming_api.StreamingApi")
-    host = engine_url.removeprefix("http://")
+    ws_host = engine_url if through == "engine" else request.getfixturevalue("ingest_url")
+    host = ws_host.removeprefix("http://")
     vars(streaming_module)["SYMBL_STREAMING_API_FORMAT"] = f"ws://{host}/v1/realtime/insights/{{}}?source=python_sdk"
 
     received: list[dict[str, Any]] = []
