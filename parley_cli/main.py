@@ -261,7 +261,11 @@ def submit(
 
 @app.command()
 def stream(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a recording (any format PyAV decodes)")],
+    file: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="a recording (any format PyAV decodes)")
+    ] = None,
+    mic: Annotated[bool, typer.Option("--mic", help="stream the microphone instead (ALSA input device)")] = False,
+    device: Annotated[str, typer.Option(help="the ALSA input device for --mic")] = "default",
     url: Annotated[
         str, typer.Option(envvar="PARLEY_STREAM_URL", help="WebSocket base of ingest or the engine")
     ] = "ws://127.0.0.1:8701",
@@ -272,15 +276,23 @@ def stream(
     speed: Annotated[float, typer.Option(min=0.1, help="1 = real time; 2 = twice as fast")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the final report as JSON")] = False,
 ) -> None:
-    """Stream a recording to Symbl's Streaming API at real-time pace, printing the live transcript and insights."""
+    """Stream a recording (or the microphone: --mic, Ctrl-C to stop) to Symbl's Streaming API at real-time pace,
+    printing the live transcript and insights."""
     from parley_cli.streaming import access_token, stream_file
 
+    if (file is None) == (not mic):
+        typer.echo("error: give a recording or --mic (one of them)", err=True)
+        raise typer.Exit(2)
     settings = ParleySettings()
     try:
         if token is None:
             provider = settings.provider
             token = access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
-        report = asyncio.run(stream_file(url, file, token=token, speaker_name=speaker, speed=speed))
+        source, device_format = (device, "alsa") if mic else (file, None)
+        assert source is not None
+        report = asyncio.run(
+            stream_file(url, source, token=token, speaker_name=speaker, speed=speed, device_format=device_format)
+        )
     except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None

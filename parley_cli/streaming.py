@@ -27,12 +27,30 @@ CHUNK_SECONDS = 0.1  # what a microphone client sends: 100 ms, 3,200 bytes at 16
 INSIGHT_TYPES = ("question", "action_item", "follow_up")
 
 
-def pcm_chunks(path: Path, *, sample_rate: int = SAMPLE_RATE) -> Iterator[bytes]:
-    """The recording as 16-bit mono PCM at ``sample_rate``, in 100 ms chunks (any format PyAV decodes)."""
+class NoInputDevice(OSError):
+    """``--mic`` found no input device of that name."""
+
+
+def pcm_chunks(
+    source: Path | str, *, sample_rate: int = SAMPLE_RATE, device_format: str | None = None
+) -> Iterator[bytes]:
+    """A recording (any format PyAV decodes), or with ``device_format`` an input device (``alsa``: ``default``,
+    ``hw:1``…), as 16-bit mono PCM at ``sample_rate`` in 100 ms chunks. Opens the source at once, so a missing
+    file or device is an error here rather than at the first chunk."""
+    try:
+        container = av.open(str(source), format=device_format)
+    except OSError as error:
+        if device_format is None:
+            raise
+        raise NoInputDevice(f"no audio input device {source!r} ({device_format}): {error}") from None
+    return _decoded_chunks(container, sample_rate)
+
+
+def _decoded_chunks(container: Any, sample_rate: int) -> Iterator[bytes]:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
     chunk_bytes = int(sample_rate * CHUNK_SECONDS) * 2
     pending = b""
-    with av.open(str(path)) as container:
+    with container:
         for frame in container.decode(audio=0):
             for resampled in resampler.resample(frame):
                 pending += resampled.to_ndarray().astype(np.int16).tobytes()
@@ -110,15 +128,17 @@ def describe_frame(frame: dict[str, Any], report: StreamReport) -> str | None:
 
 async def stream_file(
     url: str,
-    path: Path,
+    path: Path | str,
     *,
     token: str | None,
     speaker_name: str | None = None,
     speed: float = 1.0,
+    device_format: str | None = None,
     connection_id: str | None = None,
     show: Callable[[str], None] = print,
 ) -> StreamReport:
-    """Stream ``path`` to ``{url}/v1/streaming/{connectionId}`` and show each result as it arrives."""
+    """Stream ``path`` (or, with ``device_format``, the input device it names) to ``{url}/v1/streaming/{id}`` and
+    show each result as it arrives. A device is live already, so only a recording is paced."""
     report = StreamReport()
     connection_id = connection_id or uuid.uuid4().hex
     headers = {"x-api-key": token} if token else {}
@@ -129,6 +149,7 @@ async def stream_file(
         "config": {"speechRecognition": {"encoding": "LINEAR16", "sampleRateHertz": SAMPLE_RATE}},
         "speaker": {"userId": connection_id, "name": speaker_name} if speaker_name else None,
     }
+    chunks = pcm_chunks(path, device_format=device_format)
     async with websockets.connect(target, additional_headers=headers, compression=None) as connection:
 
         async def listen() -> None:
@@ -144,11 +165,14 @@ async def stream_file(
         listening = asyncio.create_task(listen())
         await connection.send(json.dumps(start))
         began = time.monotonic()
-        for index, chunk in enumerate(pcm_chunks(path)):
+        for index, chunk in enumerate(chunks):
             await connection.send(chunk)
-            # Real-time pace (or ``speed`` times it): each chunk leaves when its audio would have been spoken.
-            due = began + (index + 1) * CHUNK_SECONDS / speed
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if device_format is None:
+                # Real-time pace (or ``speed`` times it): each chunk leaves when its audio would have been spoken.
+                due = began + (index + 1) * CHUNK_SECONDS / speed
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            else:
+                await asyncio.sleep(0)  # a device read blocks until its audio exists; let the results through
         await connection.send(json.dumps({"type": "stop_request"}))
         await listening
         report.close_code = connection.close_code

@@ -66,3 +66,25 @@ def test_interim_text_and_errors_are_shown_and_noted() -> None:
     error = {"type": "error", "message": "unsupported_encoding", "details": "FLAC is not supported"}
     assert describe_frame(error, report) == "error: unsupported_encoding: FLAC is not supported"
     assert report.errors == ["unsupported_encoding"]
+
+
+def test_mic_without_an_input_device_is_a_clear_error() -> None:
+    from parley_cli.main import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(
+        app, ["stream", "--mic", "--device", "parley-no-such-device", "--token", "t", "--url", "ws://127.0.0.1:9"]
+    )
+
+    assert result.exit_code == 1
+    assert "no audio input device 'parley-no-such-device' (alsa)" in result.output
+
+
+def test_stream_needs_a_recording_or_the_mic() -> None:
+    from parley_cli.main import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["stream", "--token", "t"])
+
+    assert result.exit_code == 2
+    assert "give a recording or --mic" in result.output
