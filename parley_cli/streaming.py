@@ -83,6 +83,7 @@ class StreamReport:
     insights: list[str] = field(default_factory=list)
     close_code: int | None = None
     errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
 
 def describe_frame(frame: dict[str, Any], report: StreamReport) -> str | None:
@@ -165,14 +166,18 @@ async def stream_file(
         listening = asyncio.create_task(listen())
         await connection.send(json.dumps(start))
         began = time.monotonic()
-        for index, chunk in enumerate(chunks):
-            await connection.send(chunk)
-            if device_format is None:
-                # Real-time pace (or ``speed`` times it): each chunk leaves when its audio would have been spoken.
-                due = began + (index + 1) * CHUNK_SECONDS / speed
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            else:
-                await asyncio.sleep(0)  # a device read blocks until its audio exists; let the results through
+        try:
+            for index, chunk in enumerate(chunks):
+                await connection.send(chunk)
+                if device_format is None:
+                    # Real-time pace (or ``speed`` times it): each chunk leaves when its audio would have been spoken.
+                    due = began + (index + 1) * CHUNK_SECONDS / speed
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                else:
+                    await asyncio.sleep(0)  # a device read blocks until its audio exists; let the results through
+        except asyncio.CancelledError:
+            # Ctrl-C (asyncio.run cancels this task): stop the stream properly, so the provider keeps all of it.
+            report.interrupted = True
         await connection.send(json.dumps({"type": "stop_request"}))
         await listening
         report.close_code = connection.close_code
