@@ -152,3 +152,55 @@ def test_symbls_javascript_sdk_streams_unchanged_with_only_the_host_changed(
     assert any(i["type"] == "action_item" for e in events if e["event"] == "insights" for i in e["data"])
     completed = events[-1]["data"]
     assert completed["conversationId"] and completed["jobId"]
+
+
+async def test_a_client_that_drops_mid_stream_still_ends_in_one_insights_ready(pipeline: Pipeline) -> None:
+    import websockets
+
+    from parley_cli.streaming import access_token, pcm_chunks
+
+    topics = pipeline.topics
+    token = access_token(pipeline.stack.processes["engine"].url, "parley-dev", "parley-dev-secret")
+    start = {
+        "type": "start_request",
+        "insightTypes": ["question", "action_item"],
+        "config": {"speechRecognition": {"encoding": "LINEAR16", "sampleRateHertz": 16000}},
+        "speaker": {"userId": "sara@example.com", "name": "Sara"},
+    }
+    url = pipeline.ingest.replace("http://", "ws://") + "/v1/streaming/dropping-client"
+    async with TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower:
+        connection = await websockets.connect(url, additional_headers={"x-api-key": token})
+        await connection.send(json.dumps(start))
+        conversation_id = None
+        heard: list[str] = []
+        for chunk in pcm_chunks(SAMPLES / "support-call.ogg"):
+            await connection.send(chunk)
+            await asyncio.sleep(0.025)  # four times real time
+            while True:  # take whatever arrived, without waiting
+                try:
+                    frame = json.loads(await asyncio.wait_for(connection.recv(), 0.001))
+                except TimeoutError:
+                    break
+                if frame.get("type") == "message" and frame["message"]["type"] == "conversation_created":
+                    conversation_id = frame["message"]["data"]["conversationId"]
+                if frame.get("type") == "message_response":
+                    heard += [m["payload"]["content"] for m in frame["messages"]]
+            if heard:
+                break  # something was recognised: now the client vanishes, no stop_request, no close frame
+        connection.transport.abort()
+        assert conversation_id and heard
+
+        seen: dict[str, list[dict[str, Any]]] = {}
+        async with asyncio.timeout(180):
+            async for _, event in follower.events():
+                if event.get("conversationId") == conversation_id:
+                    seen.setdefault(event["eventType"], []).append(event)
+                if {"InsightsReady", "LiveStreamEnded"} <= set(seen):
+                    break
+
+    [ended] = seen["LiveStreamEnded"]
+    assert ended["reason"] == "client_disconnected" and ended["jobId"]
+    [ready] = seen["InsightsReady"]
+    assert ready["jobId"] == ended["jobId"]
+    transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages"))
+    assert heard[0].split()[0].strip(",.").lower() in transcript.lower(), (heard, transcript)
