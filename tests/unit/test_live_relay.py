@@ -27,6 +27,7 @@ from parley_shared.events import (
 from parley_shared.kafka.hops import Outputs, Stream
 from parley_shared.service import Emitter
 from pydantic import TypeAdapter
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from tests.support.kafka_fakes import Publication, RecordingPublisher
@@ -251,3 +252,36 @@ def test_every_stop_spelling_is_a_stop() -> None:
         assert is_stop_request(text), text
     assert not is_stop_request(START)
     assert not is_stop_request("__PING__")
+
+
+@dataclass
+class RefusingStart(ScriptedProvider):
+    """Refuses every start_request the way the engine does: an error frame, then close 1008."""
+
+    async def __call__(self, connection: ServerConnection) -> None:
+        async for frame in connection:
+            self.received.append(frame)
+            await connection.send(json.dumps({"type": "error", "message": "invalid_start_request", "details": "x"}))
+            await connection.close(1008, "invalid start_request")
+            return
+
+
+async def test_a_providers_deliberate_close_code_and_error_frame_reach_the_client() -> None:
+    provider = RefusingStart()
+    publisher = RecordingPublisher()
+    async with serving_websocket(provider) as (provider_ws, _):
+        settings = LiveRelaySettings(provider_url=provider_ws.replace("ws://", "http://"), webhook_url=None)
+        app = FastAPI()
+        app.include_router(build_live_router(settings, Emitter(Outputs(()), publisher).publish))
+        async with (
+            serving_asgi(app) as base,
+            websockets.connect(base.replace("http://", "ws://") + "/v1/streaming/conn-9") as client,
+        ):
+            await client.send('{"type": "start_request", "config": {"speechRecognition": {"encoding": "FLAC"}}}')
+            frames = []
+            with pytest.raises(ConnectionClosedError):
+                while True:
+                    frames.append(json.loads(await client.recv()))
+    assert client.close_code == 1008
+    assert frames == [{"type": "error", "message": "invalid_start_request", "details": "x"}]
+    assert publisher.publications == []  # no conversation was created: nothing to record

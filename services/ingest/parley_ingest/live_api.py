@@ -144,7 +144,13 @@ async def _pump(
         if recorder.completed:  # the provider finished the conversation: after a stop, or its own limits
             await _close(client, 1000, None)
             return "stopped"
-        await _close(client, 1011, _error_frame("provider_disconnected", "the provider ended the stream"))
+        code = upstream.close_code
+        if code is not None and code not in (1005, 1006):
+            # The provider closed on purpose (a refused start_request, an oversize frame…) and said why in an error
+            # frame already relayed: the client gets the same code.
+            await _close(client, code, None)
+        else:
+            await _close(client, 1011, _error_frame("provider_disconnected", "the provider ended the stream"))
         return "provider_disconnected"
     # The client went away: finish on its behalf, so the provider keeps everything it recognised.
     if not recorder.stop_requested:
