@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
+from parley_engine.processes import die_with_parent
 from parley_engine.settings import usable_cpu_count
 from parley_engine.speech.options import SpeechOptions
 
@@ -149,8 +151,9 @@ _process_analyzer: Analyzer | None = None
 _process_cpu_threads = 0
 
 
-def _initialize_worker_process(cpu_threads: int) -> None:
+def _initialize_worker_process(cpu_threads: int, engine_pid: int) -> None:
     global _process_recognizer, _process_analyzer, _process_cpu_threads
+    die_with_parent(engine_pid)
     _process_recognizer = None
     _process_analyzer = None
     _process_cpu_threads = cpu_threads
@@ -190,7 +193,7 @@ class ProcessPoolWorkers:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_initialize_worker_process,
             # Share the cores between the worker processes instead of each one claiming them all.
-            initargs=(max(1, usable_cpu_count() // self._max_workers),),
+            initargs=(max(1, usable_cpu_count() // self._max_workers), os.getpid()),
         )
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:

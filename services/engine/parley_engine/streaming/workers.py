@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
+from parley_engine.processes import die_with_parent
 from parley_engine.speech.live import LiveDecodeOptions
 from parley_engine.speech.sentences import RecognizedWord
 from parley_engine.workers import Analyzer, real_analyzer
@@ -140,7 +142,14 @@ class LiveProcessWorkers(_ExecutorWorkers):
     """The real decoder and analyzer in ``processes`` spawned processes (spawn: the parent runs an event loop)."""
 
     def __init__(self, processes: int) -> None:
-        super().__init__(ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")))
+        super().__init__(
+            ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
+        )
         self._processes = processes
 
     async def warm_up(self) -> None:
