@@ -105,16 +105,15 @@ def create_app(
         )
         authority = TokenAuthority(settings, store.credentials, await store.credentials.signing_key())
         live_workers = build_live_workers(settings, analyzer_factory, decoder_factory)
-
-        def job_submitted() -> None:
-            runner.wake()
-            sender.wake()
-
         streaming = StreamingService(
             StreamHub(settings.streaming_max_streams),
             live_workers,
             StoredStreamConversations(
-                store.jobs, on_job_submitted=job_submitted, default_webhook_url=settings.streaming_webhook_url
+                store.jobs,
+                runner,
+                lease_seconds=settings.job_lease_seconds,
+                default_webhook_url=settings.streaming_webhook_url,
+                on_status_change=sender.wake,
             ),
         )
         app.state.components = EngineComponents(settings, store, workers, runner, sender, authority, streaming)

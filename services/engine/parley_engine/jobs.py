@@ -5,9 +5,11 @@ conversation's jobs run one at a time, in submission order) while fewer than ``w
 replicas may share one database: each claim is a lease in this runner's name that a keeper task renews while the
 job runs; a job whose lease ran out (its replica died or stalled) is scheduled again by whichever replica sweeps
 first, at start and every few seconds, and a runner stops a job it no longer holds. Stopping hands this
-runner's jobs back at once. Each job: in_progress → transcribe (audio, video) or read messages (text)
-→ analyze the whole conversation → commit utterances, insights and ``completed`` in one transaction. A job that
-cannot be done fails with the reason; an unexpected error fails the job with "internal error: …", never the runner.
+runner's jobs back at once. A live stream's job is held by its stream while it lasts and handed to this runner
+when the stream ends (``run_handed_over``). Each job: in_progress → transcribe (audio, video), read messages
+(text) or take the stream's stored sentences (streaming) → analyze the whole conversation → commit utterances,
+insights and ``completed`` in one transaction. A job that cannot be done fails with the reason; an unexpected
+error fails the job with "internal error: …", never the runner.
 """
 
 from __future__ import annotations
@@ -312,6 +314,18 @@ class JobRunner:
                 async with asyncio.timeout(self._settings.dispatch_poll_seconds):
                     await self._wake.wait()
 
+    def run_handed_over(self, job: JobRow) -> None:
+        """Run a job whose holder passed its claim to this runner (``JobStore.hand_over_job``: a finished stream's).
+
+        It runs beside the dispatched jobs and its lease is kept like theirs. While the runner stops it is left
+        claimed: ``stop`` hands it back, or its lease runs out.
+        """
+        if self._stopping:
+            return
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._running[job.id] = task
+        task.add_done_callback(functools.partial(self._job_done, job.id))
+
     def _job_done(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
         self._wake.set()
@@ -361,7 +375,8 @@ class JobRunner:
         if job.kind == "text":
             new = text_utterances(job.input_json or [], conversation.start_time, len(existing), prefix)
         elif job.kind == "streaming":
-            # Recognized live (parley_engine.streaming): the sentences the client already saw, ids and times kept.
+            # Recognized live (parley_engine.streaming) and already stored, each as it came: nothing to transcribe,
+            # the analysis reads the stored sentences. (A stream job of an engine before that carries them instead.)
             new = [Utterance.model_validate(utterance) for utterance in job.input_json or []]
         else:
             path = Path(job.input_path) if job.input_path else await self._download(job)

@@ -16,7 +16,10 @@ import httpx
 import numpy as np
 import pytest
 from aiohttp import web
+from fastapi import FastAPI
 from parley_engine.app import create_app
+from parley_engine.dependencies import EngineComponents
+from parley_engine.store import JobRow
 from parley_engine.streaming.hub import Outbox, SlowReader
 from parley_engine.streaming.workers import Decoder, real_decoder
 from websockets.exceptions import InvalidStatus
@@ -47,6 +50,12 @@ class Engine:
     token: str
     http: httpx.AsyncClient
     analyzer: FakeAnalyzer
+    app: FastAPI
+
+    @property
+    def components(self) -> EngineComponents:
+        components: EngineComponents = self.app.state.components
+        return components
 
     async def job(self, job_id: str, statuses: tuple[str, ...] = ("completed", "failed")) -> dict[str, Any]:
         async with asyncio.timeout(20):
@@ -70,7 +79,7 @@ async def streaming_engine(tmp_path: Path, decoder: Decoder, **overrides: Any) -
         credentials = {"type": "application", "appId": "test-app", "appSecret": "test-secret"}
         token = (await http.post("/oauth2/token:generate", json=credentials)).json()["accessToken"]
         http.headers["x-api-key"] = token
-        yield Engine(host, token, http, analyzer)
+        yield Engine(host, token, http, analyzer, app)
 
 
 @dataclass
@@ -131,6 +140,57 @@ async def test_a_stream_is_answered_in_symbls_frames_and_order_and_becomes_a_con
             await hooks.completed.wait()
         assert [b["status"] for b in hooks.bodies] == ["scheduled", "in_progress", "completed"]
         assert {b["conversationId"] for b in hooks.bodies} == {conversation_id}
+
+
+async def test_the_streams_job_is_in_progress_from_the_start_and_each_final_sentence_is_stored_as_it_comes(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    # A lease this short would run out mid-stream (and the sweep schedule the job for analysis) unless renewed.
+    lease = 0.6
+    async with (
+        streaming_engine(tmp_path, decoder, job_lease_seconds=lease) as engine,
+        stream_client(engine.host, "held", engine.token) as client,
+    ):
+        jobs = engine.components.store.jobs
+        await client.send_json(start_request())
+        created = (await client.until_kind("conversation_created"))["message"]["data"]
+        started = (await client.until_kind("recognition_started"))["message"]["data"]
+        conversation_id, job_id = created["conversationId"], created["jobId"]
+        assert started == created
+        assert (await engine.http.get(f"/v1/job/{job_id}")).json() == {"id": job_id, "status": "in_progress"}
+
+        first = await jobs.job(job_id)
+        assert first is not None and first.lease_until is not None
+        first_lease_until = first.lease_until
+
+        async def renewed_twice_or_lost() -> JobRow:
+            while True:
+                row = await jobs.job(job_id)
+                assert row is not None
+                if row.claimed_by != first.claimed_by or row.lease_until is None:
+                    return row
+                if (row.lease_until - first_lease_until).total_seconds() >= 2 * lease:
+                    return row
+                await asyncio.sleep(0.05)
+
+        async with asyncio.timeout(10):
+            row = await renewed_twice_or_lost()
+        # Past its first lease the stream still holds the job: renewed, not swept up by the job runner.
+        assert (row.status, row.claimed_by, row.started_at) == ("in_progress", first.claimed_by, first.started_at)
+
+        await client.send_audio(pcm16(speech["statement"]) + silence(1.0))
+        response = await client.until_kind("message_response")
+        stored = await engine.components.store.conversations.utterances(conversation_id)
+        assert [(u.id, u.text) for u in stored] == [(m["id"], m["payload"]["content"]) for m in response["messages"]]
+        assert (await engine.http.get(f"/v1/job/{job_id}")).json()["status"] == "in_progress"
+
+        await client.send_json({"type": "stop_request"})
+        assert (await client.closed())[0] == 1000
+        completed = next(f for f in client.received if isinstance(f, dict) and kind(f) == "conversation_completed")
+        assert completed["message"]["jobId"] == completed["message"]["data"]["jobId"] == job_id
+        assert (await engine.job(job_id))["status"] == "completed"
+        messages = (await engine.http.get(f"/v1/conversations/{conversation_id}/messages")).json()["messages"]
+        assert [m["text"] for m in messages] == [u.text for u in stored]
 
 
 @pytest.mark.parametrize("carrier", ["query", "x-api-key", "subprotocol", "bearer"])

@@ -83,6 +83,25 @@ def conversation_row(new: NewConversation, now: datetime) -> ConversationRow:
     )
 
 
+def scheduled_job_row(job: NewJob, conversation_id: str, sequence: int, now: datetime) -> JobRow:
+    return JobRow(
+        id=job.id,
+        conversation_id=conversation_id,
+        sequence=sequence,
+        kind=job.kind,
+        status="scheduled",
+        reason=None,
+        options=job.options,
+        input_path=job.input_path,
+        input_json=job.input_json,
+        webhook_url=job.webhook_url,
+        created_at=now,
+        updated_at=now,
+        started_at=None,
+        finished_at=None,
+    )
+
+
 def finish_job(session: AsyncSession, row: JobRow, status: JobStatus, reason: str | None) -> None:
     now = utc_now()
     row.status, row.reason, row.finished_at, row.updated_at = status, reason, now, now
@@ -168,30 +187,53 @@ class JobStore:
                     raise ConversationNotFound(conversation_id)
                 conversation = found
             conversation.job_count += 1
-            row = JobRow(
-                id=job.id,
-                conversation_id=conversation.id,
-                sequence=conversation.job_count,
-                kind=job.kind,
-                status="scheduled",
-                reason=None,
-                options=job.options,
-                input_path=job.input_path,
-                input_json=job.input_json,
-                webhook_url=job.webhook_url,
-                created_at=now,
-                updated_at=now,
-                started_at=None,
-                finished_at=None,
-            )
+            row = scheduled_job_row(job, conversation.id, conversation.job_count, now)
             session.add(row)
             enqueue_delivery(session, row, now)
             return row
 
-    async def create_conversation(self, new: NewConversation) -> None:
-        """A conversation with no job yet (a live stream's, until the stream ends and becomes its job)."""
+    async def open_held_job(
+        self, job: NewJob, conversation: NewConversation, *, claimed_by: str, lease_seconds: float
+    ) -> JobRow:
+        """A new conversation whose first job is already in progress for ``claimed_by`` (a live stream's).
+
+        Its webhook hears ``scheduled`` then ``in_progress``, as for a job the runner claims; the holder renews the
+        lease (``renew_leases``) and, if it dies, the job is scheduled again like any abandoned one.
+        """
+        now = utc_now()
         async with self._database.write() as session:
-            session.add(conversation_row(new, utc_now()))
+            conversation_record = conversation_row(conversation, now)
+            conversation_record.job_count = 1
+            session.add(conversation_record)
+            row = scheduled_job_row(job, conversation.id, 1, now)
+            session.add(row)
+            enqueue_delivery(session, row, now)
+            row.status, row.started_at = "in_progress", now
+            row.claimed_by, row.lease_until = claimed_by, now + timedelta(seconds=lease_seconds)
+            enqueue_delivery(session, row, now)
+            return row
+
+    async def record_utterances(self, job_id: str, utterances: Sequence[Utterance], *, claimed_by: str) -> None:
+        """Commit utterances of a job still in progress to its conversation now, not with its outcome (a live
+        stream's final sentences, so a crash keeps them). ``JobLeaseLost`` unless ``claimed_by`` holds the job."""
+        async with self._database.write() as session:
+            row = await _held_job(session, job_id, claimed_by)
+            if row is None:
+                raise JobLeaseLost(job_id)
+            if await locked_conversation(session, row.conversation_id) is None:
+                raise ConversationNotFound(row.conversation_id)
+            await append_utterances(session, row.conversation_id, row.id, utterances)
+
+    async def hand_over_job(self, job_id: str, *, held_by: str, to: str, lease_seconds: float) -> JobRow:
+        """Pass a job in progress from one holder to another with a fresh lease (a finished stream's job to the
+        job runner); ``JobLeaseLost`` when ``held_by`` no longer holds it."""
+        async with self._database.write() as session:
+            row = await _held_job(session, job_id, held_by)
+            if row is None:
+                raise JobLeaseLost(job_id)
+            now = utc_now()
+            row.claimed_by, row.lease_until, row.updated_at = to, now + timedelta(seconds=lease_seconds), now
+            return row
 
     async def job(self, job_id: str) -> JobRow | None:
         async with self._database.read() as session:

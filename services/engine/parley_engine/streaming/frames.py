@@ -4,7 +4,9 @@ Shapes and their sources are in ``reference/symbl-streaming.md`` (§2 client fra
 Symbl's SDKs disagree, the engine sends what satisfies all of them: ``conversation_completed`` carries the
 conversation id both at ``message.conversationId`` and ``message.data.conversationId``; an insight carries both
 ``payload.content`` and the older ``text``; an error goes out both top-level (Go, Web SDKs) and wrapped as a
-``message`` (JS SDK).
+``message`` (JS SDK). A Parley extension: ``conversation_created`` and ``recognition_started`` carry the stream's
+``jobId`` beside its ``conversationId`` (the job exists, in progress, from the start), so a relay that loses the
+connection can still follow the job to its end.
 """
 
 from __future__ import annotations
@@ -139,23 +141,23 @@ def platform_message(kind: str, **fields: Any) -> dict[str, Any]:
     return {"type": "message", "message": {"type": kind, **fields}}
 
 
-def conversation_created(conversation_id: str) -> dict[str, Any]:
-    return platform_message("conversation_created", data={"conversationId": conversation_id})
+def conversation_created(conversation_id: str, job_id: str) -> dict[str, Any]:
+    return platform_message("conversation_created", data={"conversationId": conversation_id, "jobId": job_id})
 
 
 def started_listening() -> dict[str, Any]:
     return platform_message("started_listening")
 
 
-def recognition_started(conversation_id: str) -> dict[str, Any]:
-    return platform_message("recognition_started", data={"conversationId": conversation_id})
+def recognition_started(conversation_id: str, job_id: str) -> dict[str, Any]:
+    return platform_message("recognition_started", data={"conversationId": conversation_id, "jobId": job_id})
 
 
 def recognition_stopped(conversation_id: str) -> dict[str, Any]:
     return platform_message("recognition_stopped", data={"conversationId": conversation_id})
 
 
-def conversation_completed(conversation_id: str, job_id: str | None, summary_url: str) -> dict[str, Any]:
+def conversation_completed(conversation_id: str, job_id: str, summary_url: str) -> dict[str, Any]:
     data = {"conversationId": conversation_id, "jobId": job_id}
     return platform_message(
         "conversation_completed", conversationId=conversation_id, jobId=job_id, summaryUrl=summary_url, data=data

@@ -10,9 +10,11 @@ a ``message_response`` message, and the newest sentences (with a few before them
 same ``TextAnalyzer`` as the Async API for questions, action items, follow-ups, topics and trackers. One recognition
 lane and one analysis lane per stream keep its frames in order, while other streams' work runs beside them.
 
-The conversation exists from ``start_request`` on (``conversation_created`` carries its id); at the end its
-sentences are handed to ``StreamConversations.complete``, which turns them into a job like an Async one: the
-whole-conversation analysis, the Conversation API and the job's webhook follow from there.
+The conversation and its job exist from ``start_request`` on (``conversation_created`` carries both ids); each
+final sentence is stored as it is recognized, before the client sees it, and the stream holds its job, in progress,
+renewing its lease while it lives. At the end ``StreamConversations.complete`` hands the job to the job runner: the
+whole-conversation analysis, the Conversation API and the job's webhook follow from there, as for an Async job. A
+stream that dies with its engine is completed by the engine that finds its job abandoned.
 """
 
 from __future__ import annotations
@@ -61,14 +63,28 @@ class FrameSink(Protocol):
         """Queue a frame for the client (and the connection's subscribers); never blocks."""
 
 
+@dataclass(frozen=True)
+class OpenedStream:
+    conversation_id: str
+    job_id: str
+
+
 class StreamConversations(Protocol):
-    """Where a stream's conversation lives: created at start, handed over as a job at the end."""
+    """Where a stream's conversation and job live: opened at start, its sentences stored as they come, the job held
+    (``renew`` every ``renew_every_seconds``; False once lost) and handed over for analysis at the end."""
 
-    async def open(self, *, name: str | None, start_time: datetime) -> str: ...
+    @property
+    def renew_every_seconds(self) -> float: ...
 
-    async def complete(
-        self, conversation_id: str, utterances: Sequence[Utterance], *, options: dict[str, Any], webhook_url: str | None
-    ) -> str: ...
+    async def open(
+        self, *, name: str | None, start_time: datetime, options: dict[str, Any], webhook_url: str | None
+    ) -> OpenedStream: ...
+
+    async def record(self, stream: OpenedStream, utterances: Sequence[Utterance]) -> None: ...
+
+    async def renew(self, stream: OpenedStream) -> bool: ...
+
+    async def complete(self, stream: OpenedStream) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,7 @@ class StreamSession:
         self.state = "connected"
         self.conversation_id: str | None = None
         self.job_id: str | None = None
+        self._opened: OpenedStream | None = None
         self._request: StartRequest | None = None
         self._decoder: AudioDecoder | None = None
         self._segmenter: UtteranceSegmenter | None = None
@@ -172,18 +189,26 @@ class StreamSession:
         if request.callback_url and not request.callback_url.lower().startswith(("http://", "https://")):
             self._refuse("invalid_start_request", "invalid start_request: webhookUrl must be an http(s) URL")
         self._request, self._decoder = request, decoder
-        if self.conversation_id is None:
+        if self._opened is None:
             self._start_time = datetime.now(UTC)
-            self.conversation_id = await self._conversations.open(name=request.title, start_time=self._start_time)
+            opened = await self._conversations.open(
+                name=request.title,
+                start_time=self._start_time,
+                options=self._job_options(request),
+                webhook_url=request.callback_url,
+            )
+            self._opened, self.conversation_id, self.job_id = opened, opened.conversation_id, opened.job_id
             self._segmenter = UtteranceSegmenter(self._vad_factory(), self._segmenter_settings)
             self._lanes = [
                 asyncio.create_task(self._recognize_lane(), name=f"stream-{self.connection_id}-recognition"),
                 asyncio.create_task(self._analysis_lane(), name=f"stream-{self.connection_id}-analysis"),
+                asyncio.create_task(self._hold_lane(opened), name=f"stream-{self.connection_id}-job-lease"),
             ]
-            self._sink.send(frames.conversation_created(self.conversation_id))
+            self._sink.send(frames.conversation_created(opened.conversation_id, opened.job_id))
+        assert self._opened is not None
         self.state = "listening"
         self._sink.send(frames.started_listening())
-        self._sink.send(frames.recognition_started(self.conversation_id))
+        self._sink.send(frames.recognition_started(self._opened.conversation_id, self._opened.job_id))
 
     async def _stop(self) -> None:
         if self.state != "listening":
@@ -220,24 +245,20 @@ class StreamSession:
             return
         self._completed = True
         self.state = "stopped"
-        if self.conversation_id is None:
+        opened = self._opened
+        if opened is None:
             return
         try:
             await self._drain()
         finally:
             for lane in self._lanes:
                 lane.cancel()
-        assert self._request is not None
-        self.job_id = await self._conversations.complete(
-            self.conversation_id,
-            self._utterances,
-            options=self._job_options(self._request),
-            webhook_url=self._request.callback_url,
-        )
+        # Every final sentence is stored already; the job runner takes the job from here.
+        await self._conversations.complete(opened)
         if announce:
-            summary_url = f"{self._limits.summary_base_url}/v1/conversations/{self.conversation_id}/experiences"
-            self._sink.send(frames.conversation_completed(self.conversation_id, self.job_id, summary_url))
-            self._sink.send(frames.recognition_stopped(self.conversation_id))
+            summary_url = f"{self._limits.summary_base_url}/v1/conversations/{opened.conversation_id}/experiences"
+            self._sink.send(frames.conversation_completed(opened.conversation_id, opened.job_id, summary_url))
+            self._sink.send(frames.recognition_stopped(opened.conversation_id))
 
     @staticmethod
     def _job_options(request: StartRequest) -> dict[str, Any]:
@@ -246,7 +267,18 @@ class StreamSession:
             analysis["trackers"] = [t.model_dump() for t in request.trackers]
         return {"name": request.title, "analysis": analysis}
 
-    # Recognition and analysis lanes
+    # Recognition, analysis and job lease lanes
+
+    async def _hold_lane(self, opened: OpenedStream) -> None:
+        """Renew the stream's claim on its job while the stream lives, as the job runner does for the jobs it runs."""
+        while True:
+            await asyncio.sleep(self._conversations.renew_every_seconds)
+            try:
+                if not await self._conversations.renew(opened):
+                    log.warning("stream %s lost its job %s to another runner", self.connection_id, opened.job_id)
+                    return
+            except Exception:
+                log.exception("stream %s: could not renew its job's lease; retrying", self.connection_id)
 
     async def _recognize_lane(self) -> None:
         while True:
@@ -273,11 +305,13 @@ class StreamSession:
             words = VocabularyCorrector(self._request.custom_vocabulary or []).correct(words)
         if not words:
             return
-        self._sink.send(frames.recognition_result(words, final=segment.final, user=self._user(), offset=segment.start))
         if not segment.final:
+            self._sink.send(frames.recognition_result(words, final=False, user=self._user(), offset=segment.start))
             return
         new = [self._utterance(sentence, segment.start) for sentence in split_sentences(words)]
         self._utterances.extend(new)
+        await self._store(new)
+        self._sink.send(frames.recognition_result(words, final=True, user=self._user(), offset=segment.start))
         self._sequence += 1
         messages = [
             frames.stream_message(
@@ -292,6 +326,15 @@ class StreamSession:
         ]
         self._sink.send(frames.message_response(messages, self._sequence))
         self._analysis.put_nowait(new)
+
+    async def _store(self, new: list[Utterance]) -> None:
+        """Commit final sentences before the client sees them, so whatever it was told survives an engine crash."""
+        assert self._opened is not None
+        try:
+            await self._conversations.record(self._opened, new)
+        except Exception:
+            # The client still gets its results; the job's outcome lacks these sentences (lease lost, store down).
+            log.exception("stream %s: could not store %d final sentence(s)", self.connection_id, len(new))
 
     def _utterance(self, sentence: list[RecognizedWord], offset: float) -> Utterance:
         speaker = self._request.speaker if self._request is not None else None
