@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -204,3 +205,62 @@ async def test_a_client_that_drops_mid_stream_still_ends_in_one_insights_ready(p
     assert ready["jobId"] == ended["jobId"]
     transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages"))
     assert heard[0].split()[0].strip(",.").lower() in transcript.lower(), (heard, transcript)
+
+
+async def test_an_engine_killed_mid_stream_loses_nothing_it_recognised(pipeline: Pipeline) -> None:
+    """The engine dies (SIGKILL) while a client streams through ingest: the client gets an error frame and 1011,
+    ingest ends the stream with the job the engine named at the start, and once the engine is back the job
+    completes from what was recognised before the kill, so one InsightsReady follows."""
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+
+    from parley_cli.streaming import access_token, pcm_chunks
+
+    topics = pipeline.topics
+    token = access_token(pipeline.stack.processes["engine"].url, "parley-dev", "parley-dev-secret")
+    start = {
+        "type": "start_request",
+        "config": {"speechRecognition": {"encoding": "LINEAR16", "sampleRateHertz": 16000}},
+        "speaker": {"userId": "sara@example.com", "name": "Sara"},
+    }
+    url = pipeline.ingest.replace("http://", "ws://") + "/v1/streaming/engine-dies"
+    async with TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower:
+        connection = await websockets.connect(url, additional_headers={"x-api-key": token})
+        await connection.send(json.dumps(start))
+        conversation_id, heard, last = None, [], None
+        for chunk in pcm_chunks(SAMPLES / "support-call.ogg"):
+            await connection.send(chunk)
+            await asyncio.sleep(0.025)
+            while True:
+                try:
+                    frame = json.loads(await asyncio.wait_for(connection.recv(), 0.001))
+                except TimeoutError:
+                    break
+                if frame.get("type") == "message" and frame["message"]["type"] == "conversation_created":
+                    conversation_id = frame["message"]["data"]["conversationId"]
+                if frame.get("type") == "message_response":
+                    heard += [m["payload"]["content"] for m in frame["messages"]]
+            if heard:
+                break
+        assert conversation_id and heard
+        pipeline.restart("engine", kill=True)  # SIGKILL, then the same engine again on its data
+        with contextlib.suppress(ConnectionClosed):
+            async with asyncio.timeout(30):
+                while True:
+                    last = json.loads(await connection.recv())
+        assert connection.close_code == 1011 and last and last["type"] == "error", (connection.close_code, last)
+
+        seen: dict[str, list[dict[str, Any]]] = {}
+        async with asyncio.timeout(240):
+            async for _, event in follower.events():
+                if event.get("conversationId") == conversation_id:
+                    seen.setdefault(event["eventType"], []).append(event)
+                if {"InsightsReady", "LiveStreamEnded"} <= set(seen):
+                    break
+
+    [ended] = seen["LiveStreamEnded"]
+    assert ended["reason"] == "provider_disconnected" and ended["jobId"]
+    [ready] = seen["InsightsReady"]
+    assert ready["jobId"] == ended["jobId"]
+    transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages"))
+    assert heard[0] in transcript, (heard, transcript)

@@ -70,14 +70,18 @@ def running_pipeline(
         # The engine signs its webhooks and job-watcher refuses any it cannot verify.
         common_env["PARLEY_WEBHOOK_SECRET"] = secrets.token_hex(16)
     stack = LocalStack(log_dir=log_dir, env=common_env)
+    # Per-service settings kept when a service is restarted (the engine's data dir most of all).
+    extra_env: dict[str, dict[str, str]] = {
+        # A stream's job held by an engine that died is taken up again after this lease.
+        "engine": {
+            "PARLEY_ENGINE_DATA_DIR": str(log_dir / "engine-data"),
+            "PARLEY_WORKERS": "1",
+            "PARLEY_JOB_LEASE_SECONDS": "5",
+        },
+    }
     try:
         if provider == "engine":
-            api = stack.start(
-                "engine",
-                port=free_port(),
-                timeout=120,
-                extra_env={"PARLEY_ENGINE_DATA_DIR": str(log_dir / "engine-data"), "PARLEY_WORKERS": "1"},
-            )
+            api = stack.start("engine", port=free_port(), timeout=120, extra_env=extra_env["engine"])
         else:
             api = stack.start(
                 "provider-double",
@@ -88,7 +92,7 @@ def running_pipeline(
         stack.env["PARLEY_API_URL"] = api.url
         watcher = stack.start("job-watcher", port=free_port())
         stack.start("insight-fetcher", port=free_port())
-        extra_env = {"ingest": {"PARLEY_WEBHOOK_URL": f"{watcher.url}/webhooks/jobs"}}
+        extra_env["ingest"] = {"PARLEY_WEBHOOK_URL": f"{watcher.url}/webhooks/jobs"}
         stack.start("ingest", port=free_port(), extra_env=extra_env["ingest"])
         yield Pipeline(stack, topics, KafkaSettings(bootstrap_servers=kafka_bootstrap), extra_env)
     finally:
