@@ -88,7 +88,8 @@ async def stream_ends(relay: Relay) -> None:
 
 async def test_a_stream_is_relayed_both_ways_and_recorded_in_order(relay: Relay) -> None:
     url = f"{relay.url}/v1/realtime/insights/conn-1?source=python_sdk"
-    async with websockets.connect(url, additional_headers={"x-api-key": TOKEN}) as client:
+    headers = {"x-api-key": TOKEN, "Authorization": f"Bearer {TOKEN}"}
+    async with websockets.connect(url, additional_headers=headers) as client:
         await client.send(START)
         first = [json.loads(await client.recv()) for _ in range(3)]
         for _ in range(2):
@@ -106,6 +107,7 @@ async def test_a_stream_is_relayed_both_ways_and_recorded_in_order(relay: Relay)
     [handshake] = relay.provider.handshakes
     assert handshake["path"] == "/v1/realtime/insights/conn-1?source=python_sdk"
     assert handshake["x-api-key"] == TOKEN
+    assert handshake["Authorization"] == f"Bearer {TOKEN}"
     start = json.loads(relay.provider.received[0])
     assert start["webhookUrl"] == WEBHOOK and start["speaker"] == {"userId": "a@x.io", "name": "Ana"}
     assert relay.provider.received[1:3] == [b"\x00\x01" * 512] * 2

@@ -1,7 +1,7 @@
 """ingest's Streaming API: Symbl's WebSocket paths, relayed to the provider frame for frame.
 
-A client points at ingest with only the host changed. Its token (``access_token`` query, ``x-api-key`` header or
-the offered subprotocol) goes to the provider as it came, so the provider decides who may stream; the subprotocol
+A client points at ingest with only the host changed. Its token (``access_token`` query, ``x-api-key`` or
+``Authorization`` header, or the offered subprotocol) goes to the provider as it came, so the provider decides who may stream; the subprotocol
 the provider echoes is echoed to the client. A handshake the provider refuses is refused to the client with the
 provider's status and a JSON body. Every frame passes through unchanged, except that a ``start_request`` without a
 ``webhookUrl`` gets ingest's (``PARLEY_WEBHOOK_URL``), so job-watcher hears when the stream's conversation is ready.
@@ -68,7 +68,8 @@ def build_live_router(settings: LiveRelaySettings, publish: Publish) -> APIRoute
     async def relay(client: WebSocket, connection_id: str) -> None:
         path = client.url.path
         subprotocol = offered_subprotocol(client)
-        headers = {k: v for k, v in client.headers.items() if k.lower() == "x-api-key"}
+        # The token wherever the client put it: header, query (passed on with the path) or subprotocol.
+        headers = {k: v for k, v in client.headers.items() if k.lower() in ("x-api-key", "authorization")}
         upstream_url = websocket_url(settings.provider_url, path, client.url.query)
         try:
             upstream = await websockets.connect(
