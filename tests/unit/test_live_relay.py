@@ -107,7 +107,7 @@ async def test_a_stream_is_relayed_both_ways_and_recorded_in_order(relay: Relay)
     [handshake] = relay.provider.handshakes
     assert handshake["path"] == "/v1/realtime/insights/conn-1?source=python_sdk"
     assert handshake["x-api-key"] == TOKEN
-    assert handshake["Authorization"] == f"Bearer {TOKEN}"
+    assert handshake["authorization"] == f"Bearer {TOKEN}"  # as ingest received it (lower-cased by the ASGI server)
     start = json.loads(relay.provider.received[0])
     assert start["webhookUrl"] == WEBHOOK and start["speaker"] == {"userId": "a@x.io", "name": "Ana"}
     assert relay.provider.received[1:3] == [b"\x00\x01" * 512] * 2

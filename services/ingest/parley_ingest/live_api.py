@@ -1,14 +1,16 @@
 """ingest's Streaming API: Symbl's WebSocket paths, relayed to the provider frame for frame.
 
 A client points at ingest with only the host changed. Its token (``access_token`` query, ``x-api-key`` or
-``Authorization`` header, or the offered subprotocol) goes to the provider as it came, so the provider decides who may stream; the subprotocol
-the provider echoes is echoed to the client. A handshake the provider refuses is refused to the client with the
-provider's status and a JSON body. Every frame passes through unchanged, except that a ``start_request`` without a
-``webhookUrl`` gets ingest's (``PARLEY_WEBHOOK_URL``), so job-watcher hears when the stream's conversation is ready.
+``Authorization`` header, or the offered subprotocol) goes to the provider as it came, so the provider decides who
+may stream; the subprotocol the provider echoes is echoed to the client. A handshake the provider refuses is
+refused to the client with the provider's status and a JSON body. Every frame passes through unchanged, except that
+a ``start_request`` without a ``webhookUrl`` gets ingest's (``PARLEY_WEBHOOK_URL``), so job-watcher hears when the
+stream's conversation is ready.
 
 A client that goes away without ``stop_request`` is stopped on its behalf, so the provider finishes what it heard;
-a provider that goes away ends the client's stream with an error frame and close code 1011. Either way the
-recorder publishes the end of the stream and its job (``parley_ingest.live``).
+a provider that goes away ends the client's stream with an error frame and close code 1011 (a provider that closes
+on purpose, such as for a refused ``start_request``, passes its own code on). Either way the recorder publishes the
+end of the stream and its job (``parley_ingest.live``).
 """
 
 from __future__ import annotations
