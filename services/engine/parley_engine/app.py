@@ -36,6 +36,7 @@ from parley_engine.streaming.conversations import StoredStreamConversations
 from parley_engine.streaming.hub import StreamHub
 from parley_engine.streaming.router import build_streaming_router
 from parley_engine.streaming.service import StreamingService
+from parley_engine.streaming.session import StreamSession
 from parley_engine.streaming.workers import Decoder, LiveProcessWorkers, LiveThreadWorkers, LiveWorkers, real_decoder
 from parley_engine.tokens import TokenAuthority
 from parley_engine.webhooks import WebhookSender
@@ -106,7 +107,7 @@ def create_app(
         authority = TokenAuthority(settings, store.credentials, await store.credentials.signing_key())
         live_workers = build_live_workers(settings, analyzer_factory, decoder_factory)
         streaming = StreamingService(
-            StreamHub(settings.streaming_max_streams),
+            StreamHub[StreamSession](settings.streaming_max_streams),
             live_workers,
             StoredStreamConversations(
                 store.jobs,
@@ -127,6 +128,8 @@ def create_app(
         finally:
             if isinstance(live_workers, LiveProcessWorkers):
                 warm_up.cancel()
+            # Streams waiting for their clients end now, their jobs handed over before the runner stops.
+            await streaming.hub.end_waiting_streams()
             await runner.stop()
             await sender.stop()
             workers.close()

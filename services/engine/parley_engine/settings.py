@@ -81,7 +81,10 @@ class EngineSettings(BaseSettings):
         30.0, gt=0, description="how long a replica's claim on a running job lasts unless renewed"
     )
     streaming_max_streams: int = Field(
-        8, ge=1, description="live Streaming API connections at once; past it the WebSocket upgrade answers 429"
+        8,
+        ge=1,
+        description="live Streaming API streams at once, one waiting for its client to reconnect "
+        "(noConnectionTimeout) included; past it the WebSocket upgrade answers 429",
     )
     streaming_workers: int = Field(
         default_factory=usable_cpu_count,
@@ -92,10 +95,15 @@ class EngineSettings(BaseSettings):
         30.0, gt=0, description="how long a new connection may take to send its start_request"
     )
     streaming_idle_timeout_seconds: float = Field(
-        1800.0, gt=0, description="a started stream that sends no frame for this long is ended (Symbl: 30 minutes)"
+        1800.0,
+        gt=0,
+        description="a listening stream that sends no frame for this long is ended (Symbl: 30 minutes); a paused "
+        "one is closed after its start_request's disconnectOnStopRequestTimeout",
     )
     streaming_max_duration_seconds: float = Field(
-        4 * 3600.0, gt=0, description="longest a stream may last; it is then stopped as if by stop_request"
+        4 * 3600.0,
+        gt=0,
+        description="longest a stream may last, reconnects included; it is then stopped as if by stop_request",
     )
     streaming_max_frame_bytes: int = Field(
         65_536, ge=1024, description="largest binary audio frame (Symbl documents 8,192; SDK microphones send more)"

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from parley_engine.app import create_app
 from parley_engine.dependencies import EngineComponents
 from parley_engine.store import JobRow
-from parley_engine.streaming.hub import Outbox, SlowReader
+from parley_engine.streaming.hub import Outbox, SlowReader, StreamHub, TooManyStreams
 from parley_engine.streaming.workers import Decoder, real_decoder
 from websockets.exceptions import InvalidStatus
 
@@ -232,6 +232,10 @@ BAD_STARTS: list[tuple[str, Any, str]] = [
     ("encoding", start_request(config={"speechRecognition": {"encoding": "AAC"}}), "invalid_start_request"),
     ("rate", start_request(4000), "invalid_start_request"),
     ("language", start_request(config={"languageCode": "fr-FR"}), "invalid_start_request"),
+    ("reconnect window", start_request(noConnectionTimeout=1801), "invalid_start_request"),
+    ("negative reconnect window", start_request(noConnectionTimeout=-1), "invalid_start_request"),
+    ("pause timeout", start_request(disconnectOnStopRequestTimeout=1801), "invalid_start_request"),
+    ("negative pause timeout", start_request(disconnectOnStopRequestTimeout=-5), "invalid_start_request"),
 ]
 
 
@@ -331,6 +335,162 @@ async def test_paused_with_disconnect_on_stop_request_false_and_resumed(
     kinds = client.kinds()
     assert kinds.count("conversation_created") == 1 and kinds.count("started_listening") == 2
     assert kinds.index("message_response") < kinds.index("recognition_stopped")
+
+
+@pytest.mark.parametrize("seconds", [0, 1])
+async def test_a_paused_socket_is_closed_after_its_disconnect_on_stop_request_timeout(
+    tmp_path: Path, decoder: Decoder, seconds: int
+) -> None:
+    # PARLEY_STREAMING_IDLE_TIMEOUT_SECONDS stays at 30 minutes: only the start_request's timeout can close it.
+    async with streaming_engine(tmp_path, decoder) as engine, stream_client(engine.host, "p", engine.token) as client:
+        await client.send_json(start_request(disconnectOnStopRequest=False, disconnectOnStopRequestTimeout=seconds))
+        job_id = (await client.until_kind("recognition_started"))["message"]["data"]["jobId"]
+        await client.send_json({"type": "stop_request"})
+        assert await client.closed(within=10) == (1000, "stream stopped" if seconds == 0 else "stream ended")
+        assert (await engine.job(job_id))["status"] == "completed"
+    after_start = client.kinds()[3:]
+    if seconds == 0:
+        assert after_start == ["conversation_completed", "recognition_stopped"]
+    else:
+        assert after_start == ["recognition_stopped", "error", "error", "conversation_completed", "recognition_stopped"]
+        assert client.received[4]["details"] == "stop_request_timeout"  # type: ignore[index]
+
+
+async def test_a_client_that_reconnects_within_no_connection_timeout_continues_its_conversation_and_job(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    lease = 0.6
+    async with (
+        streaming_engine(tmp_path, decoder, job_lease_seconds=lease) as engine,
+        stream_client(engine.host, "again", engine.token, path="/v1/subscribe") as listener,
+    ):
+        jobs = engine.components.store.jobs
+        async with stream_client(engine.host, "again", engine.token) as first:
+            await first.send_json(start_request(noConnectionTimeout=30))
+            created = (await first.until_kind("conversation_created"))["message"]["data"]
+            await first.send_audio(pcm16(speech["statement"]) + silence(1.0))
+            before = (await first.until_kind("message_response"))["messages"]
+        # Gone without a stop_request: the stream goes on holding its job, lease after lease, for its client.
+        job_id = created["jobId"]
+        gone = await jobs.job(job_id)
+        assert gone is not None and gone.lease_until is not None
+        gone_lease_until = gone.lease_until
+
+        async def renewed_twice_or_lost() -> JobRow:
+            while True:
+                row = await jobs.job(job_id)
+                assert row is not None
+                if row.claimed_by != gone.claimed_by or row.lease_until is None:
+                    return row
+                if (row.lease_until - gone_lease_until).total_seconds() >= 2 * lease:
+                    return row
+                await asyncio.sleep(0.05)
+
+        async with asyncio.timeout(10):
+            row = await renewed_twice_or_lost()
+        assert (row.status, row.claimed_by) == ("in_progress", gone.claimed_by)
+
+        async with stream_client(engine.host, "again", engine.token) as second:
+            # The JS SDK sends its start_request again when it reconnects.
+            await second.send_json(start_request(noConnectionTimeout=30))
+            started = (await second.until_kind("recognition_started"))["message"]["data"]
+            assert second.kinds() == ["conversation_created", "started_listening", "recognition_started"]
+            assert second.received[0]["message"]["data"] == started == created  # type: ignore[index]
+            await second.send_audio(pcm16(speech["question"]) + silence(1.0))
+            after = (await second.until_kind("message_response"))["messages"]
+            await second.send_json({"type": "stop_request"})
+            assert (await second.closed())[0] == 1000
+        completed = next(f for f in second.received if isinstance(f, dict) and kind(f) == "conversation_completed")
+        assert completed["message"]["conversationId"] == created["conversationId"]
+        assert completed["message"]["jobId"] == job_id
+
+        assert [m["payload"]["content"] for m in before + after] == [f"{STATEMENT}.", f"{QUESTION}?"]
+        assert len({m["id"] for m in before + after}) == 2
+        assert after[0]["duration"]["timeOffset"] > before[-1]["duration"]["timeOffset"]
+        assert (await engine.job(job_id))["status"] == "completed"
+        conversation = f"/v1/conversations/{created['conversationId']}/messages"
+        stored = (await engine.http.get(conversation)).json()["messages"]
+        assert [(m["id"], m["text"]) for m in stored] == [(m["id"], m["payload"]["content"]) for m in before + after]
+        # The subscriber heard both sockets and was closed only when the stream ended.
+        assert (await listener.closed())[0] == 1000
+    heard = [k for k in listener.kinds() if k != "__PONG__"]
+    assert heard.count("conversation_created") == 2 and heard.count("message_response") == 2
+    assert heard[-2:] == ["conversation_completed", "recognition_stopped"]
+
+
+@pytest.mark.parametrize("window", [None, 1], ids=["no window (default)", "window runs out"])
+async def test_without_a_reconnect_within_no_connection_timeout_the_stream_ends_and_its_job_completes(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray], window: int | None
+) -> None:
+    hooks = Hooks()
+    reconnect = {} if window is None else {"noConnectionTimeout": window}
+    async with (
+        http_server({"/hook": hooks.handle}) as hook_base,
+        streaming_engine(tmp_path, decoder) as engine,
+        stream_client(engine.host, "gone", engine.token, path="/v1/subscribe") as listener,
+    ):
+        async with stream_client(engine.host, "gone", engine.token) as client:
+            await client.send_json(start_request(webhookUrl=f"{hook_base}/hook", **reconnect))
+            created = (await client.until_kind("conversation_created"))["message"]["data"]
+            await client.send_audio(pcm16(speech["statement"]) + silence(1.0))
+            heard = (await client.until_kind("message_response"))["messages"]
+        assert (await engine.job(created["jobId"]))["status"] == "completed"
+        stored = (await engine.http.get(f"/v1/conversations/{created['conversationId']}/messages")).json()
+        assert [(m["id"], m["text"]) for m in stored["messages"]] == [(m["id"], m["payload"]["content"]) for m in heard]
+        async with asyncio.timeout(10):
+            await hooks.completed.wait()
+        assert (await listener.closed())[0] == 1000
+        if window:  # a window that runs out completes the stream as a timeout does, for the subscribers to see
+            assert listener.kinds()[-2:] == ["conversation_completed", "recognition_stopped"]
+        # The connectionId is free again: a socket on it now starts another conversation.
+        async with stream_client(engine.host, "gone", engine.token) as late:
+            await late.send_json(start_request())
+            fresh = (await late.until_kind("conversation_created"))["message"]["data"]
+        assert fresh["conversationId"] != created["conversationId"]
+
+
+async def test_a_second_live_socket_on_a_connection_id_is_refused_and_the_first_goes_on(
+    tmp_path: Path, decoder: Decoder, speech: dict[str, np.ndarray]
+) -> None:
+    async with (
+        streaming_engine(tmp_path, decoder) as engine,
+        stream_client(engine.host, "busy", engine.token, path="/v1/subscribe") as listener,
+        stream_client(engine.host, "busy", engine.token) as first,
+    ):
+        await first.send_json(start_request(noConnectionTimeout=30))
+        await first.until_kind("recognition_started")
+        async with stream_client(engine.host, "busy", engine.token) as second:
+            assert await second.closed() == (1008, "connection_in_use")
+        assert second.kinds() == ["error", "error"]
+        assert second.received[0]["details"] == "connection_in_use"  # type: ignore[index]
+        await first.send_audio(pcm16(speech["statement"]) + silence(1.0))
+        await first.until_kind("message_response")
+        await first.send_json({"type": "stop_request"})
+        assert (await first.closed())[0] == 1000
+        assert (await listener.closed())[0] == 1000
+    assert listener.received == first.received
+
+
+@dataclass
+class FakeStream:
+    completed: bool = False
+
+    async def complete(self) -> None:
+        self.completed = True
+
+
+async def test_a_waiting_stream_counts_against_the_limit_and_is_ended_when_the_engine_stops() -> None:
+    hub = StreamHub[FakeStream](max_streams=1)
+    stream = FakeStream()
+    assert hub.claim("w") is None
+    hub.wait_for_reconnect("w", stream, 1800)
+    with pytest.raises(TooManyStreams):
+        hub.admit("other")
+    hub.release(hub.admit("w"))  # a socket on the waiting stream's own connectionId is let in to take it back
+    async with asyncio.timeout(5):
+        await hub.end_waiting_streams()
+    assert stream.completed and hub.active_streams == 0
+    assert hub.claim("w") is None  # free again, for a new stream
 
 
 class StuckSocket:

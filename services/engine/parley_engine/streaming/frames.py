@@ -70,9 +70,17 @@ class StartRequest(_Camel):
     speaker: StreamSpeaker | None = None
     trackers: list[StreamTracker] | None = None
     custom_vocabulary: list[str] | None = None
-    no_connection_timeout: int = Field(0, ge=0, le=1800, description="seconds (accepted; see the README)")
-    disconnect_on_stop_request: bool = True
-    disconnect_on_stop_request_timeout: int = Field(1800, ge=0, le=1800)
+    no_connection_timeout: int = Field(
+        0,
+        ge=0,
+        le=1800,
+        description="seconds a started stream whose socket dropped without stop_request waits for a socket on the "
+        "same connectionId to continue it; 0: it ends at once",
+    )
+    disconnect_on_stop_request: bool = Field(True, description="false: stop_request pauses the stream, not closes it")
+    disconnect_on_stop_request_timeout: int = Field(
+        1800, ge=0, le=1800, description="seconds a paused socket is kept after stop_request; 0: closed at once"
+    )
     meeting_title: str | None = None
     webhook_url: str | None = Field(
         None,

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 from parley_engine.speech.segmenter import SegmenterSettings, SileroStream, SpeechProbability
 from parley_engine.streaming.hub import StreamHub
-from parley_engine.streaming.session import StreamConversations
+from parley_engine.streaming.session import StreamConversations, StreamSession
 from parley_engine.streaming.workers import LiveWorkers
 
 
 @dataclass(frozen=True)
 class StreamingService:
-    hub: StreamHub
+    hub: StreamHub[StreamSession]
     workers: LiveWorkers
     conversations: StreamConversations
     vad_factory: Callable[[], SpeechProbability] = SileroStream

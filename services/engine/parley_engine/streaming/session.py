@@ -2,7 +2,10 @@
 
 The router hands it the client's text and binary frames; it answers through a ``FrameSink`` and ends the
 connection by raising ``CloseStream``. Its life: connected → (start_request) listening → (stop_request) stopped,
-or paused when ``disconnectOnStopRequest`` is false, from where another ``start_request`` listens again.
+or paused when ``disconnectOnStopRequest`` is false, from where another ``start_request`` listens again. A started
+stream whose socket drops without a stop (client gone, network) is ``disconnected`` for ``noConnectionTimeout``
+seconds: its conversation and job stay open, and a socket that ``rejoin``s it and sends a ``start_request`` gets
+the same conversation created, started and recognizing again, its sentences following the earlier ones.
 
 Audio is decoded to 16 kHz, cut into utterances by the VAD (``speech.segmenter``) and decoded on the live workers:
 an interim ``recognition_result`` while someone speaks, the final one when they stop; each final sentence becomes
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,6 +132,11 @@ class StreamSession:
         self._lanes: list[asyncio.Task[None]] = []
         self._sent_insights: set[tuple[str, str]] = set()
         self._completed = False
+        self._finishing: asyncio.Future[None] | None = None
+        self._rejoined = False
+        # Monotonic times: when the stream began (its maximum duration counts from here) and when it was paused.
+        self.began_at = time.monotonic()
+        self.paused_at: float | None = None
 
     # Client frames
 
@@ -171,6 +180,34 @@ class StreamSession:
         """The connection is over (client gone, timeout, engine stopping): finish the conversation, send nothing."""
         await self._finish(announce=False)
 
+    @property
+    def reconnect_window(self) -> float:
+        """Seconds a started stream waits for its client after its socket dropped (``noConnectionTimeout``)."""
+        if self._opened is None or self._completed or self._request is None:
+            return 0.0
+        return float(self._request.no_connection_timeout)
+
+    @property
+    def pause_deadline(self) -> float | None:
+        """When a paused stream's socket is closed (monotonic): ``disconnectOnStopRequestTimeout`` after the stop."""
+        if self.state != "paused" or self.paused_at is None or self._request is None:
+            return None
+        return self.paused_at + self._request.disconnect_on_stop_request_timeout
+
+    def disconnect(self, sink: FrameSink) -> None:
+        """The socket dropped without a stop: the stream goes on without a client, its frames (results of the audio
+        already heard) going to ``sink``, the subscribers, until a socket ``rejoin``s or it is ended."""
+        self._sink = sink
+        self.state = "disconnected"
+
+    async def rejoin(self, sink: FrameSink) -> None:
+        """A new socket continues the stream. What was heard before the drop is recognized first (and goes to the
+        subscribers), so the new socket's frames start with the conversation announced by its ``start_request``."""
+        await self._drain()
+        self._sink = sink
+        self.state = "connected"
+        self._rejoined = True
+
     # Life cycle
 
     async def _start(self, data: dict[str, Any]) -> None:
@@ -205,8 +242,12 @@ class StreamSession:
                 asyncio.create_task(self._hold_lane(opened), name=f"stream-{self.connection_id}-job-lease"),
             ]
             self._sink.send(frames.conversation_created(opened.conversation_id, opened.job_id))
+        elif self._rejoined:
+            self._rejoined = False
+            self._sink.send(frames.conversation_created(self._opened.conversation_id, self._opened.job_id))
         assert self._opened is not None
         self.state = "listening"
+        self.paused_at = None
         self._sink.send(frames.started_listening())
         self._sink.send(frames.recognition_started(self._opened.conversation_id, self._opened.job_id))
 
@@ -214,11 +255,13 @@ class StreamSession:
         if self.state != "listening":
             self._refuse("stop_before_start", "the stream is not started: send start_request first")
         assert self._request is not None and self.conversation_id is not None
-        if self._request.disconnect_on_stop_request:
+        # disconnectOnStopRequestTimeout 0: the socket is not kept after stop_request, so neither is the stream.
+        if self._request.disconnect_on_stop_request or self._request.disconnect_on_stop_request_timeout == 0:
             await self._finish(announce=True)
             raise CloseStream(NORMAL_CLOSURE, "stream stopped")
         await self._drain()
         self.state = "paused"
+        self.paused_at = time.monotonic()
         self._sink.send(frames.recognition_stopped(self.conversation_id))
 
     def _modify(self, data: dict[str, Any]) -> None:
@@ -241,8 +284,13 @@ class StreamSession:
         await self._analysis.join()
 
     async def _finish(self, *, announce: bool) -> None:
-        if self._completed:
-            return
+        # Once begun, finishing runs to its end (the job handed over) even if a caller is cancelled meanwhile; a
+        # second caller waits for the same finish.
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self._finish_once(announce=announce))
+        await asyncio.shield(self._finishing)
+
+    async def _finish_once(self, *, announce: bool) -> None:
         self._completed = True
         self.state = "stopped"
         opened = self._opened
