@@ -69,8 +69,9 @@ def test_interim_text_and_errors_are_shown_and_noted() -> None:
 
 
 def test_mic_without_an_input_device_is_a_clear_error() -> None:
-    from parley_cli.main import app
     from typer.testing import CliRunner
+
+    from parley_cli.main import app
 
     result = CliRunner().invoke(
         app, ["stream", "--mic", "--device", "parley-no-such-device", "--token", "t", "--url", "ws://127.0.0.1:9"]
@@ -81,8 +82,9 @@ def test_mic_without_an_input_device_is_a_clear_error() -> None:
 
 
 def test_stream_needs_a_recording_or_the_mic() -> None:
-    from parley_cli.main import app
     from typer.testing import CliRunner
+
+    from parley_cli.main import app
 
     result = CliRunner().invoke(app, ["stream", "--token", "t"])
 
