@@ -155,6 +155,26 @@ def test_symbls_javascript_sdk_streams_unchanged_with_only_the_host_changed(
     assert completed["conversationId"] and completed["jobId"]
 
 
+async def stream_until_heard(connection: Any, chunks: Any) -> tuple[str | None, list[str]]:
+    """Send audio at four times real time until a sentence comes back; the conversation and what was heard."""
+    conversation_id, heard = None, []
+    for chunk in chunks:
+        await connection.send(chunk)
+        await asyncio.sleep(0.025)
+        while True:  # take whatever arrived, without waiting
+            try:
+                frame = json.loads(await asyncio.wait_for(connection.recv(), 0.001))
+            except TimeoutError:
+                break
+            if frame.get("type") == "message" and frame["message"]["type"] == "conversation_created":
+                conversation_id = frame["message"]["data"]["conversationId"]
+            if frame.get("type") == "message_response":
+                heard += [m["payload"]["content"] for m in frame["messages"]]
+        if heard:
+            break
+    return conversation_id, heard
+
+
 async def test_a_client_that_drops_mid_stream_still_ends_in_one_insights_ready(pipeline: Pipeline) -> None:
     import websockets
 
@@ -172,22 +192,8 @@ async def test_a_client_that_drops_mid_stream_still_ends_in_one_insights_ready(p
     async with TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower:
         connection = await websockets.connect(url, additional_headers={"x-api-key": token})
         await connection.send(json.dumps(start))
-        conversation_id = None
-        heard: list[str] = []
-        for chunk in pcm_chunks(SAMPLES / "support-call.ogg"):
-            await connection.send(chunk)
-            await asyncio.sleep(0.025)  # four times real time
-            while True:  # take whatever arrived, without waiting
-                try:
-                    frame = json.loads(await asyncio.wait_for(connection.recv(), 0.001))
-                except TimeoutError:
-                    break
-                if frame.get("type") == "message" and frame["message"]["type"] == "conversation_created":
-                    conversation_id = frame["message"]["data"]["conversationId"]
-                if frame.get("type") == "message_response":
-                    heard += [m["payload"]["content"] for m in frame["messages"]]
-            if heard:
-                break  # something was recognised: now the client vanishes, no stop_request, no close frame
+        conversation_id, heard = await stream_until_heard(connection, pcm_chunks(SAMPLES / "support-call.ogg"))
+        # Something was recognised: now the client vanishes, no stop_request, no close frame.
         connection.transport.abort()
         assert conversation_id and heard
 
@@ -227,21 +233,8 @@ async def test_an_engine_killed_mid_stream_loses_nothing_it_recognised(pipeline:
     async with TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower:
         connection = await websockets.connect(url, additional_headers={"x-api-key": token})
         await connection.send(json.dumps(start))
-        conversation_id, heard, last = None, [], None
-        for chunk in pcm_chunks(SAMPLES / "support-call.ogg"):
-            await connection.send(chunk)
-            await asyncio.sleep(0.025)
-            while True:
-                try:
-                    frame = json.loads(await asyncio.wait_for(connection.recv(), 0.001))
-                except TimeoutError:
-                    break
-                if frame.get("type") == "message" and frame["message"]["type"] == "conversation_created":
-                    conversation_id = frame["message"]["data"]["conversationId"]
-                if frame.get("type") == "message_response":
-                    heard += [m["payload"]["content"] for m in frame["messages"]]
-            if heard:
-                break
+        conversation_id, heard = await stream_until_heard(connection, pcm_chunks(SAMPLES / "support-call.ogg"))
+        last = None
         assert conversation_id and heard
         pipeline.restart("engine", kill=True)  # SIGKILL, then the same engine again on its data
         with contextlib.suppress(ConnectionClosed):

@@ -9,8 +9,6 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 from aiokafka import TopicPartition
 from parley_job_watcher.metrics import outcome_committed
@@ -33,6 +31,7 @@ from parley_shared.provider.ports import JobApi
 from parley_shared.settings import TopicNames
 
 from tests.support.kafka_fakes import RecordingPublisher
+from tests.support.provider_fakes import ProviderLifetime
 from tests.support.virtual_time import VirtualClock
 
 TOPICS = TopicNames()
@@ -47,7 +46,7 @@ class ProviderJob:
 
 
 @dataclass
-class FakeJobApi(JobApi):
+class FakeJobApi(ProviderLifetime, JobApi):
     """Answers ``get_job`` from a table of jobs by the (virtual) time of the call, and records every call."""
 
     clock: VirtualClock
@@ -55,14 +54,6 @@ class FakeJobApi(JobApi):
     latency: float = 0.0
     unavailable_until: float = -math.inf
     calls: list[tuple[str, float]] = field(default_factory=list)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        return None
 
     async def get_job(self, job_id: str) -> JobState:
         self.calls.append((job_id, self.clock.now))

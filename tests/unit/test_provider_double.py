@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +26,7 @@ from parley_devtools.provider_double import (
     gate_violations,
     running,
 )
+from tests.support.servers import serving_asgi
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 FAST = {"scheduled_seconds": 0.05, "processing_seconds": 0.05}
@@ -373,19 +373,8 @@ async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         received.append(json.loads(await request.body()))
         return Response(status_code=204)
 
-    server = uvicorn.Server(
-        uvicorn.Config(Starlette(routes=[Route("/hook", record, methods=["POST"])]), port=0, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}/hook", received
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 5)
+    async with serving_asgi(Starlette(routes=[Route("/hook", record, methods=["POST"])])) as base:
+        yield f"{base}/hook", received
 
 
 async def wait_until(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
