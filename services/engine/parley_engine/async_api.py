@@ -3,17 +3,21 @@
 A request is checked (conversation, concurrency, options, size) before any of its body is read; media bodies are
 streamed to a file, never held in memory. Acceptance is one transaction (conversation, job, webhook outbox row)
 and the runner is woken; the response is ``{conversationId, jobId}``.
+
+A request may carry an ``Idempotency-Key``: the first with a key records it with its job, and a repeat (a client's
+retry after a timeout, or the same request through another replica) gets that ``{conversationId, jobId}`` again,
+answered before its body is read, without a second job. A repeat to another method or path is a 409.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from parley_shared.http_errors import ApiProblem
 from parley_shared.validation import describe_validation_error
@@ -31,7 +35,14 @@ from parley_engine.dependencies import (
 from parley_engine.identifiers import new_conversation_id, new_job_id
 from parley_engine.jobs import media_suffix
 from parley_engine.options import AsyncOptions, TextRequest, UrlRequest, options_from_query
-from parley_engine.store import ConversationNotFound, NewConversation, NewJob, TooManyJobs
+from parley_engine.store import (
+    ConversationNotFound,
+    IdempotencyClaim,
+    IdempotencyKeyTaken,
+    NewConversation,
+    NewJob,
+    TooManyJobs,
+)
 
 CONVERSATION_NOT_FOUND = "The conversationId is either invalid or does not exist."
 
@@ -53,6 +64,21 @@ def invalid(error: ValidationError) -> ApiProblem:
     return ApiProblem(400, f"invalid request: {describe_validation_error(error)}")
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description=(
+            "Any unique string (1 to 255 characters) per intended job, e.g. a UUID. A repeat with the same key within "
+            "PARLEY_IDEMPOTENCY_KEY_HOURS returns the first request's conversationId and jobId and creates no job; "
+            "a repeat to another method or path is refused with 409."
+        ),
+    ),
+]
+
+
 class Submissions:
     """What every Async API endpoint does around its own input handling."""
 
@@ -63,15 +89,26 @@ class Submissions:
         conversations: ConversationsDep,
         runner: JobRunnerDep,
         webhooks: WebhookSenderDep,
+        request: Request,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.conversations = conversations
         self.runner = runner
         self.webhooks = webhooks
+        self.idempotency = None
+        if idempotency_key is not None:
+            kept = timedelta(hours=settings.idempotency_key_hours)
+            self.idempotency = IdempotencyClaim(
+                idempotency_key, request.method, request.url.path, expired_before=datetime.now(UTC) - kept
+            )
 
-    async def admit(self, conversation_id: str | None) -> JSONResponse | None:
-        """Refuse early: an unknown conversation (404) or too many active jobs (429)."""
+    async def admit(self, conversation_id: str | None) -> JSONResponse | dict[str, str] | None:
+        """Answer a repeated idempotency key with its first job, or refuse early: an unknown conversation (404)
+        or too many active jobs (429)."""
+        if (first := await self.first_answer()) is not None:
+            return first
         if conversation_id is not None:
             try:
                 await self.conversations.conversation(conversation_id)
@@ -119,17 +156,43 @@ class Submissions:
         try:
             # The count and the insert are one transaction: replicas on one database cannot overshoot the limit.
             row = await self.jobs.submit_job(
-                job, new_conversation=new_conversation, conversation_id=conversation_id, max_active_jobs=limit
+                job,
+                new_conversation=new_conversation,
+                conversation_id=conversation_id,
+                max_active_jobs=limit,
+                idempotency=self.idempotency,
             )
-        except (ConversationNotFound, TooManyJobs) as refused:
+        except (ConversationNotFound, TooManyJobs, IdempotencyKeyTaken) as refused:
             if input_path is not None:
                 await asyncio.to_thread(input_path.unlink, missing_ok=True)
+            if isinstance(refused, IdempotencyKeyTaken):
+                # A concurrent request with this key committed first: its job is the answer.
+                if (first := await self.first_answer()) is not None:
+                    return first
+                raise ApiProblem(409, "the Idempotency-Key is in use by another request: retry it") from None
             if isinstance(refused, TooManyJobs):
                 raise ApiProblem(429, too_many_jobs_message(limit), statusCode=429) from None
             raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
         self.runner.wake()
         self.webhooks.wake()  # the "scheduled" delivery
         return {"conversationId": row.conversation_id, "jobId": row.id}
+
+    async def first_answer(self) -> dict[str, str] | None:
+        """The first answer to this request's idempotency key, if one was given and recorded; 409 if that first
+        request was to another method or path."""
+        claim = self.idempotency
+        if claim is None:
+            return None
+        first = await self.jobs.idempotency_key(claim.key, expired_before=claim.expired_before)
+        if first is None:
+            return None
+        if (first.method, first.path) != (claim.method, claim.path):
+            raise ApiProblem(
+                409,
+                f"the Idempotency-Key was already used for {first.method} {first.path}: "
+                "use a new key for a different request",
+            )
+        return {"conversationId": first.conversation_id, "jobId": first.job_id}
 
     async def json_body(self, request: Request) -> dict[str, Any]:
         """The JSON object body, bounded by ``max_text_request_bytes`` (413) and well formed (400)."""
@@ -190,8 +253,8 @@ def build_async_router() -> APIRouter:
     router = APIRouter(prefix="/v1/process", tags=["async"])
 
     async def process_text(request: Request, submissions: Submissions, conversation_id: str | None) -> Any:
-        if (refused := await submissions.admit(conversation_id)) is not None:
-            return refused
+        if (answered := await submissions.admit(conversation_id)) is not None:
+            return answered
         data = await submissions.json_body(request)
         try:
             body = TextRequest.model_validate(data)
@@ -209,8 +272,8 @@ def build_async_router() -> APIRouter:
     async def process_media(
         request: Request, submissions: Submissions, family: str, conversation_id: str | None
     ) -> Any:
-        if (refused := await submissions.admit(conversation_id)) is not None:
-            return refused
+        if (answered := await submissions.admit(conversation_id)) is not None:
+            return answered
         try:
             options = AsyncOptions.model_validate(options_from_query(request.query_params))
         except ValidationError as error:
@@ -227,8 +290,8 @@ def build_async_router() -> APIRouter:
     async def process_media_url(
         request: Request, submissions: Submissions, family: str, conversation_id: str | None
     ) -> Any:
-        if (refused := await submissions.admit(conversation_id)) is not None:
-            return refused
+        if (answered := await submissions.admit(conversation_id)) is not None:
+            return answered
         data = await submissions.json_body(request)
         # symbl-rest sends the diarization options of the url endpoints in the query string.
         merged = {**options_from_query(request.query_params), **data}

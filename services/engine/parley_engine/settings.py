@@ -66,6 +66,9 @@ class EngineSettings(BaseSettings):
         description="fetch audio/video URLs that are or resolve to loopback, private, link-local or other "
         "non-public addresses (off: a caller could otherwise reach the engine's own network)",
     )
+    idempotency_key_hours: float = Field(
+        24.0, gt=0, description="how long an Async API Idempotency-Key answers with its first job"
+    )
     max_text_request_bytes: int = Field(20 * 1024**2, ge=1, description="largest JSON request body")
     webhook_secret: SecretStr | None = Field(
         None, description="signs webhook bodies (X-Parley-Signature); unsigned if unset"

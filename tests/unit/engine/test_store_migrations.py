@@ -1,5 +1,6 @@
 """The engine's schema migrations on SQLite and a real PostgreSQL: from an empty database, and from the schema
-engines made before migrations (their create_all's DDL, kept in ``schema_before_migrations/``) with its rows.
+engines made before migrations (their create_all's DDL, kept in ``schema_before_migrations/``) with its rows, and
+from the first revision (0001) to the idempotency keys (0002) with its rows.
 
 Every upgrade goes through ``Store.open``, as the engine does at start-up, and ends where the tables in
 ``parley_engine.store.schema`` say: Alembic's autogenerate comparison finds no difference.
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from parley_engine.store import NewConversation, NewJob, Store, utc_now
+from parley_engine.store import IdempotencyClaim, IdempotencyKeyTaken, NewConversation, NewJob, Store, utc_now
 from parley_engine.store.migrations import alembic_config
 from parley_engine.store.schema import Base
 from sqlalchemy import Connection
@@ -116,7 +118,7 @@ async def opened(database_url: str) -> AsyncIterator[Store]:
 
 
 async def test_an_empty_database_is_migrated_to_the_engines_tables(empty_database: str) -> None:
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
     async with opened(empty_database) as store:
         await store.jobs.submit_job(
             NewJob(id=JOB_ID, kind="text", options={}),
@@ -163,6 +165,41 @@ async def test_a_database_from_before_migrations_is_upgraded_with_its_rows(
         )
         assert appended.sequence == 2
     assert await revision_and_differences(database_url) == (head_revision(), [])
+
+
+def _upgrade_to(connection: Connection, revision: str) -> None:
+    config = alembic_config(connection)
+    command.upgrade(config, revision)
+
+
+async def test_a_database_at_the_first_revision_gains_idempotency_keys_and_keeps_its_rows(empty_database: str) -> None:
+    engine = create_async_engine(empty_database)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade_to, "0001")
+    finally:
+        await engine.dispose()
+    first_revision_rows = [
+        statement for statement in ROWS_BEFORE_MIGRATIONS if "INTO jobs" in statement or "INTO conv" in statement
+    ]
+    await execute(empty_database, first_revision_rows)
+    assert (await revision_and_differences(empty_database))[0] == "0001"
+
+    async with opened(empty_database) as store:
+        assert (await store.conversations.conversation(CONVERSATION_ID)).name == "Before migrations"
+        claim = IdempotencyClaim("key-1", "PUT", f"/v1/process/text/{CONVERSATION_ID}", expired_before=utc_now())
+        new_job = NewJob(id="00000000-0000-4000-8000-000000000002", kind="text", options={})
+        appended = await store.jobs.submit_job(new_job, conversation_id=CONVERSATION_ID, idempotency=claim)
+        with pytest.raises(IdempotencyKeyTaken):
+            await store.jobs.submit_job(
+                NewJob(id="00000000-0000-4000-8000-000000000003", kind="text", options={}),
+                conversation_id=CONVERSATION_ID,
+                idempotency=claim,
+            )
+        recorded = await store.jobs.idempotency_key("key-1", expired_before=claim.expired_before)
+        assert recorded is not None and (recorded.conversation_id, recorded.job_id) == (CONVERSATION_ID, appended.id)
+        assert [job.id for job in await store.jobs.conversation_jobs(CONVERSATION_ID)] == [JOB_ID, appended.id]
+    assert await revision_and_differences(empty_database) == (head_revision(), [])
 
 
 async def test_a_database_with_only_some_of_the_engines_tables_is_refused(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The engine's durable state, one store per concern over one database (``Store.open`` upgrades its schema first).
 
-``schema`` (the tables) and ``migrations`` (their changes), ``jobs`` (the queue, leases, outcomes),
+``schema`` (the tables) and ``migrations`` (their changes), ``jobs`` (the queue, leases, outcomes, with
+``idempotency``: the Async API's idempotency keys),
 ``conversations`` (the Conversation API's reads and changes, the insights cache), ``deliveries`` (the webhook
 outbox) and ``credentials`` (auth secrets), all on ``database``.
 """
@@ -14,6 +15,7 @@ from parley_engine.store.conversations import ConversationStore, MemberNotFound
 from parley_engine.store.credentials import CredentialStore
 from parley_engine.store.database import Database
 from parley_engine.store.deliveries import DeliveryStore
+from parley_engine.store.idempotency import IdempotencyClaim, IdempotencyKeyTaken
 from parley_engine.store.jobs import JobLeaseLost, JobStore, NewConversation, NewJob, TooManyJobs
 from parley_engine.store.schema import ConversationRow, JobRow, WebhookDeliveryRow, utc_now
 
@@ -24,6 +26,8 @@ __all__ = [
     "CredentialStore",
     "Database",
     "DeliveryStore",
+    "IdempotencyClaim",
+    "IdempotencyKeyTaken",
     "JobLeaseLost",
     "JobRow",
     "JobStore",

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -29,7 +30,8 @@ from parley_engine.store.conversation_rows import (
 )
 from parley_engine.store.database import Database
 from parley_engine.store.deliveries import enqueue_delivery
-from parley_engine.store.schema import ConversationRow, JobRow, utc_now
+from parley_engine.store.idempotency import IdempotencyClaim, IdempotencyKeyTaken, find_key, record_key
+from parley_engine.store.schema import ConversationRow, IdempotencyKeyRow, JobRow, utc_now
 
 # A PostgreSQL advisory lock key (any fixed 64-bit number): one submission at a time counts active jobs against
 # the limit, across every replica of the database.
@@ -163,14 +165,43 @@ class JobStore:
         new_conversation: NewConversation | None = None,
         conversation_id: str | None = None,
         max_active_jobs: int | None = None,
+        idempotency: IdempotencyClaim | None = None,
     ) -> JobRow:
         """Record a scheduled job, creating its conversation (POST) or appending to an existing one (PUT).
 
         With ``max_active_jobs``, a caller's job is refused with ``TooManyJobs`` when that many are already
         scheduled or in progress; the count and the insert are one transaction, serialized across replicas.
+        With ``idempotency``, its key is recorded first in the same transaction; ``IdempotencyKeyTaken`` when
+        another request holds it (and then nothing is written).
         """
+        if idempotency is None:
+            return await self._submit_job(job, new_conversation, conversation_id, max_active_jobs, None)
+        try:
+            return await self._submit_job(job, new_conversation, conversation_id, max_active_jobs, idempotency)
+        except IntegrityError:
+            if await self.idempotency_key(idempotency.key, expired_before=idempotency.expired_before) is None:
+                raise
+            raise IdempotencyKeyTaken(idempotency.key) from None
+
+    async def idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotencyKeyRow | None:
+        """The job a request with this ``Idempotency-Key`` created, unless the key expired."""
+        async with self._database.read() as session:
+            return await find_key(session, key, expired_before=expired_before)
+
+    async def _submit_job(
+        self,
+        job: NewJob,
+        new_conversation: NewConversation | None,
+        conversation_id: str | None,
+        max_active_jobs: int | None,
+        idempotency: IdempotencyClaim | None,
+    ) -> JobRow:
         now = utc_now()
         async with self._database.write() as session:
+            if idempotency is not None:
+                target = new_conversation.id if new_conversation is not None else conversation_id
+                assert target is not None
+                await record_key(session, idempotency, target, job.id, now)
             if max_active_jobs is not None and job.kind in PUBLIC_JOB_KINDS:
                 if self._database.is_postgresql:
                     await session.execute(select(func.pg_advisory_xact_lock(_ADMISSION_LOCK_KEY)))

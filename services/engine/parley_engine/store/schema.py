@@ -125,3 +125,16 @@ class AccessTokenRow(Base):
     app_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     token: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime]
+
+
+class IdempotencyKeyRow(Base):
+    """An Async API request's ``Idempotency-Key`` and the job it created: a repeat gets that job, not a new one."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(8), doc="the first request's method: a repeat must match it")
+    path: Mapped[str] = mapped_column(Text, doc="the first request's path: a repeat must match it")
+    conversation_id: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(index=True, doc="the key is kept idempotency_key_hours from here")
