@@ -33,33 +33,60 @@ class ProviderCall:
     content: bytes = b""
     content_type: str | None = None
     content_length: int | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass
 class FakeAsyncApi(ProviderLifetime, AsyncApi):
-    """The three Async API calls ingest makes; each accepted call gets a new job. ``error`` makes the next fail."""
+    """The three Async API calls ingest makes; each accepted call gets a new job, except a repeated idempotency key,
+    which gets its first job back (as the engine answers). ``error`` makes the next call fail."""
 
     calls: list[ProviderCall] = field(default_factory=list)
     error: ProviderError | None = None
+    jobs_by_key: dict[str, ProcessResponse] = field(default_factory=dict)
+
+    @property
+    def jobs_created(self) -> int:
+        """Accepted calls that created a job (a repeated idempotency key creates none)."""
+        return len({job.job_id for job in self._answers})
+
+    def __post_init__(self) -> None:
+        self._answers: list[ProcessResponse] = []
 
     def _accept(self, call: ProviderCall) -> ProcessResponse:
         self.calls.append(call)
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-        number = len(self.calls)
-        return ProcessResponse(
-            conversation_id=call.conversation_id or f"58151706935951{number:02d}",
-            job_id=f"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb{number:02d}",
-        )
+        if call.idempotency_key is not None and call.idempotency_key in self.jobs_by_key:
+            answer = self.jobs_by_key[call.idempotency_key]
+        else:
+            number = len(self.calls)
+            answer = ProcessResponse(
+                conversation_id=call.conversation_id or f"58151706935951{number:02d}",
+                job_id=f"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb{number:02d}",
+            )
+            if call.idempotency_key is not None:
+                self.jobs_by_key[call.idempotency_key] = answer
+        self._answers.append(answer)
+        return answer
 
-    async def submit_text(self, body: Mapping[str, Any], *, conversation_id: str | None = None) -> ProcessResponse:
-        return self._accept(ProviderCall("submit_text", "text", dict(body), conversation_id))
+    async def submit_text(
+        self, body: Mapping[str, Any], *, conversation_id: str | None = None, idempotency_key: str | None = None
+    ) -> ProcessResponse:
+        call = ProviderCall("submit_text", "text", dict(body), conversation_id, idempotency_key=idempotency_key)
+        return self._accept(call)
 
     async def submit_media_url(
-        self, kind: MediaKind, body: Mapping[str, Any], *, conversation_id: str | None = None
+        self,
+        kind: MediaKind,
+        body: Mapping[str, Any],
+        *,
+        conversation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessResponse:
-        return self._accept(ProviderCall("submit_media_url", kind, dict(body), conversation_id))
+        call = ProviderCall("submit_media_url", kind, dict(body), conversation_id, idempotency_key=idempotency_key)
+        return self._accept(call)
 
     async def submit_media_file(
         self,
@@ -70,6 +97,7 @@ class FakeAsyncApi(ProviderLifetime, AsyncApi):
         content_length: int | None,
         options: Mapping[str, Any],
         conversation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessResponse:
         received = b"".join([chunk async for chunk in content])  # streamed through, as the real client does
         return self._accept(
@@ -81,6 +109,7 @@ class FakeAsyncApi(ProviderLifetime, AsyncApi):
                 content=received,
                 content_type=content_type,
                 content_length=content_length,
+                idempotency_key=idempotency_key,
             )
         )
 

@@ -67,6 +67,7 @@ async def test_a_text_submission_is_accepted_with_its_ids(ingest: Ingest) -> Non
     assert accepted["requestId"] == submitted.request_id
     assert len(accepted["requestId"]) == 36  # a fresh UUID when the caller sent no key
     assert accepted["duplicate"] is False
+    assert call.idempotency_key == accepted["requestId"]  # the provider dedupes across replicas and retries
     assert call.body["messages"][0]["payload"]["content"] == "Can we ship on Friday?"
     assert call.body["messages"][0]["from"] == {"userId": "ann@example.com", "name": "Ann"}
     assert call.body["name"] == "Release sync"
@@ -99,6 +100,7 @@ async def test_a_request_id_in_the_body_works_like_the_header(ingest: Ingest) ->
     assert call.kind == "audio"
     assert call.body["url"] == "https://media.example.com/call.mp3"
     assert "requestId" not in call.body
+    assert call.idempotency_key == "upstream-7"
 
 
 async def test_appending_text_goes_to_the_named_conversation(ingest: Ingest) -> None:
@@ -122,6 +124,7 @@ async def test_an_audio_upload_is_streamed_to_the_provider_with_its_options(inge
     assert call.content == b"RIFF....WAVEfmt "
     assert call.content_type == "audio/wav"
     assert call.content_length == 16
+    assert call.idempotency_key == "upload-1"
     assert call.body == {
         "name": "Call",
         "detectPhrases": True,

@@ -341,6 +341,53 @@ async def test_submission_retries_what_was_not_processed(
     assert len(provider.requests_to("/v1/process/text/123")) == 2
 
 
+async def test_the_idempotency_key_is_sent_on_every_attempt_of_a_submission(
+    provider: FakeProvider, make_client: Any
+) -> None:
+    provider.script("POST", "/v1/process/text", httpx.Response(503), httpx.Response(429))
+    provider.script("PUT", "/v1/process/audio/url/123", httpx.Response(502))
+    async with make_client() as client:
+        await client.get_job("warm-up")  # a token, which is then revoked: a 401, a new token and another attempt
+        provider.revoked.add(f"{TOKEN_PREFIX}-1")
+        await client.submit_text({"messages": []}, idempotency_key="request-7")
+        await client.submit_media_url(
+            "audio", {"url": "https://x/a.wav"}, conversation_id="123", idempotency_key="request-8"
+        )
+        await client.submit_text({"messages": []})
+
+    text_attempts = provider.requests_to("/v1/process/text")
+    assert [r.headers.get("Idempotency-Key") for r in text_attempts] == ["request-7"] * 4 + [None]
+    assert [r.headers.get("Idempotency-Key") for r in provider.requests_to("/v1/process/audio/url/123")] == [
+        "request-8"
+    ] * 2
+
+
+async def test_the_idempotency_key_is_sent_on_every_attempt_of_an_upload(
+    provider: FakeProvider, make_client: Any
+) -> None:
+    transport = StreamingTransport([], provider)
+    attempts: list[httpx.Request] = []
+    failures = [httpx.ConnectError("refused")]
+
+    class RefusesOnce(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/process/video":
+                attempts.append(request)
+                if failures:
+                    raise failures.pop()
+            return await transport.handle_async_request(request)
+
+    async def video() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    async with make_client(transport=RefusesOnce()) as client:
+        await client.submit_media_file(
+            "video", video(), content_type="video/mp4", content_length=3, options={}, idempotency_key="upload-1"
+        )
+
+    assert [r.headers.get("Idempotency-Key") for r in attempts] == ["upload-1", "upload-1"]
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,9 @@
-"""Submitting conversations to the provider: the domain of ingest, free of Kafka and HTTP."""
+"""Submitting conversations to the provider: the domain of ingest, free of Kafka and HTTP.
+
+Every submission carries its requestId as the provider's ``Idempotency-Key``: the ledger stops a repeat on this
+replica, and the provider (the engine honours the key) answers a repeat from another replica, or a resubmission
+after a timeout that hid an accepted job, with the first job instead of an orphaned second one.
+"""
 
 from __future__ import annotations
 
@@ -45,12 +50,15 @@ class Submitter:
         async def call_provider() -> JobSubmitted:
             body = self._with_webhook(request.provider_body())
             if request.kind is MediaKind.TEXT:
-                accepted = await self._provider.submit_text(body, conversation_id=request.conversation_id)
+                accepted = await self._provider.submit_text(
+                    body, conversation_id=request.conversation_id, idempotency_key=request.request_id
+                )
             else:
                 accepted = await self._provider.submit_media_url(
                     request.kind.value,  # type: ignore[arg-type]
                     body,
                     conversation_id=request.conversation_id,
+                    idempotency_key=request.request_id,
                 )
             return self._submitted(request.request_id, request.kind, accepted)
 
@@ -83,6 +91,7 @@ class Submitter:
                 content_length=content_length,
                 options=self._with_webhook(options),
                 conversation_id=conversation_id,
+                idempotency_key=request_id,
             )
             return self._submitted(request_id, kind, accepted)
 

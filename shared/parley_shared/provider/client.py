@@ -10,7 +10,9 @@ Retry rules, in short:
   timeouts, connection errors, 429 and 5xx;
 * submissions (``/v1/process/*``) are not idempotent: they retry only what proves the request was not
   processed (429, 502, 503, 504, failure to connect). A read timeout or a 500 may hide a created job, so the
-  client raises ``ProviderUnavailable(may_have_been_processed=True)`` and lets the caller decide;
+  client raises ``ProviderUnavailable(may_have_been_processed=True)`` and lets the caller decide. A caller's
+  ``idempotency_key`` goes out as the ``Idempotency-Key`` header on every attempt, so a provider that honours it
+  (Parley's engine) answers the caller's resubmission with the first job instead of a second;
 * file uploads stream the caller's bytes and a stream cannot be replayed: once the body started flowing
   nothing is retried (not even a 401 or a 429); the caller must resubmit with a fresh stream.
 """
@@ -247,14 +249,25 @@ class ProviderClient:
 
     # --- Async API ----------------------------------------------------------------------------------------
 
-    async def submit_text(self, body: Mapping[str, Any], *, conversation_id: str | None = None) -> ProcessResponse:
+    async def submit_text(
+        self, body: Mapping[str, Any], *, conversation_id: str | None = None, idempotency_key: str | None = None
+    ) -> ProcessResponse:
         """``POST /v1/process/text``, or ``PUT /v1/process/text/{id}`` to append to a conversation."""
         return await self._submit(
-            "submit_text", _process_path("text", conversation_id), conversation_id, json_body=dict(body)
+            "submit_text",
+            _process_path("text", conversation_id),
+            conversation_id,
+            json_body=dict(body),
+            headers=_idempotency_header(idempotency_key),
         )
 
     async def submit_media_url(
-        self, kind: MediaKind, body: Mapping[str, Any], *, conversation_id: str | None = None
+        self,
+        kind: MediaKind,
+        body: Mapping[str, Any],
+        *,
+        conversation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessResponse:
         """``POST /v1/process/{kind}/url`` (or ``PUT .../url/{id}``); ``body`` holds ``url`` and options."""
         _check_kind(kind)
@@ -263,6 +276,7 @@ class ProviderClient:
             _process_path(f"{kind}/url", conversation_id),
             conversation_id,
             json_body=dict(body),
+            headers=_idempotency_header(idempotency_key),
         )
 
     async def submit_media_file(
@@ -274,6 +288,7 @@ class ProviderClient:
         content_length: int | None,
         options: Mapping[str, Any],
         conversation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessResponse:
         """``POST /v1/process/{audio|video}`` (or ``PUT .../{id}``) streaming ``content`` as the raw body.
 
@@ -283,7 +298,7 @@ class ProviderClient:
         could not be opened); after that any failure raises and the caller must resubmit with a new stream.
         """
         _check_kind(kind)
-        headers = {"Content-Type": content_type}
+        headers = {"Content-Type": content_type, **_idempotency_header(idempotency_key)}
         if content_length is not None:
             headers["Content-Length"] = str(content_length)
         return await self._submit(
@@ -598,6 +613,10 @@ def _failure_name(exc: httpx.TransportError) -> str:
 def _process_path(segment: str, conversation_id: str | None) -> str:
     path = f"/v1/process/{segment}"
     return path if conversation_id is None else f"{path}/{quote(conversation_id, safe='')}"
+
+
+def _idempotency_header(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"Idempotency-Key": key}
 
 
 def _check_kind(kind: str) -> None:

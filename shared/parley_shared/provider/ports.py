@@ -13,12 +13,19 @@ from parley_shared.provider.models import InsightEndpoint, JobState, ProcessResp
 
 
 class AsyncApi(AbstractAsyncContextManager[Any], Protocol):
-    """Submitting conversations (ingest)."""
+    """Submitting conversations (ingest); ``idempotency_key`` is sent as the ``Idempotency-Key`` header."""
 
-    async def submit_text(self, body: Mapping[str, Any], *, conversation_id: str | None = None) -> ProcessResponse: ...
+    async def submit_text(
+        self, body: Mapping[str, Any], *, conversation_id: str | None = None, idempotency_key: str | None = None
+    ) -> ProcessResponse: ...
 
     async def submit_media_url(
-        self, kind: MediaKind, body: Mapping[str, Any], *, conversation_id: str | None = None
+        self,
+        kind: MediaKind,
+        body: Mapping[str, Any],
+        *,
+        conversation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessResponse: ...
 
     async def submit_media_file(
@@ -30,6 +37,7 @@ class AsyncApi(AbstractAsyncContextManager[Any], Protocol):
         content_length: int | None,
         options: Mapping[str, Any],
         conversation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessResponse: ...
 
 
