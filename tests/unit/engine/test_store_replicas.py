@@ -1,4 +1,4 @@
-"""Several engine replicas on one PostgreSQL database: leases, claims, take-over, admission.
+"""Several engine replicas on one PostgreSQL database: leases, claims, take-over, admission, idempotency keys.
 
 Each "replica" is a Store and a JobRunner of its own (its own connection pool and replica id) in this process,
 over fake analysis workers, all on one throwaway PostgreSQL server (tests/support/postgres_server.py).
@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,16 @@ from parley_engine.conversation import ConversationInsights
 from parley_engine.identifiers import new_conversation_id, new_job_id
 from parley_engine.jobs import JobRunner
 from parley_engine.settings import EngineSettings
-from parley_engine.store import JobLeaseLost, NewConversation, NewJob, Store, TooManyJobs, utc_now
+from parley_engine.store import (
+    IdempotencyClaim,
+    IdempotencyKeyTaken,
+    JobLeaseLost,
+    NewConversation,
+    NewJob,
+    Store,
+    TooManyJobs,
+    utc_now,
+)
 from parley_engine.workers import ThreadWorkers
 
 from tests.support.engine import FakeAnalyzer, FakeRecognizer, Gate, engine_settings
@@ -289,6 +299,30 @@ async def test_the_active_job_limit_holds_across_replicas(database_url: str) -> 
         speakers = NewJob(id=new_job_id(), kind="speakers", options={}, input_json=[])
         await stores[1].jobs.submit_job(speakers, conversation_id=cid, max_active_jobs=5)
         assert await stores[0].jobs.count_active_jobs() == 5
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_one_idempotency_key_racing_through_replicas_records_one_job(database_url: str) -> None:
+    stores = [await Store.open(database_url) for _ in range(2)]
+    claim = IdempotencyClaim("racing-key", "POST", "/v1/process/text", expired_before=utc_now() - timedelta(hours=1))
+    try:
+
+        async def submit(store: Store) -> str | None:
+            try:
+                row = await store.jobs.submit_job(
+                    text_job("keyed"), new_conversation=new_conversation(), max_active_jobs=50, idempotency=claim
+                )
+            except IdempotencyKeyTaken:
+                return None
+            return row.id
+
+        created = [job_id for job_id in await asyncio.gather(*(submit(stores[n % 2]) for n in range(8))) if job_id]
+        assert len(created) == 1
+        recorded = await stores[1].jobs.idempotency_key("racing-key", expired_before=claim.expired_before)
+        assert recorded is not None and recorded.job_id == created[0]
+        assert await stores[0].jobs.count_active_jobs() == 1
     finally:
         for store in stores:
             await store.close()
