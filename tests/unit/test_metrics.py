@@ -16,9 +16,9 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from fastapi import FastAPI
 from faststream.kafka import TestKafkaBroker
-from parley_ingest.metrics import counted_submission
+from parley_ingest.metrics import SubmissionOutcomes
 from parley_job_watcher.scheduler import PollPolicy
-from parley_shared.events import JobCompleted
+from parley_shared.events import JobCompleted, JobKind, JobSubmitted
 from parley_shared.kafka.connection import make_broker
 from parley_shared.kafka.consume import ConsumeProduceStep
 from parley_shared.kafka.hops import Transform
@@ -220,25 +220,38 @@ async def test_provider_attempts_that_are_not_2xx_are_counted_by_status() -> Non
     assert increase(before, after, errors, service="provider-test", status_code="200") == 0
 
 
-async def test_submissions_are_counted_by_outcome() -> None:
+async def test_submissions_are_counted_by_outcome_an_accepted_one_once_its_job_is_committed() -> None:
     async def answer(result: tuple[str, bool] | Exception) -> tuple[str, bool]:
         if isinstance(result, Exception):
             raise result
         return result
 
+    def job(request_id: str) -> JobSubmitted:
+        return JobSubmitted(request_id=request_id, conversation_id="c", job_id="j", kind=JobKind.TEXT)
+
+    outcomes = SubmissionOutcomes()
     before = scrape()
-    await counted_submission(answer(("job-1", True)))
-    await counted_submission(answer(("job-1", False)))
+    await outcomes.answered(answer(("job-1", True)), "r-1")
+    await outcomes.answered(answer(("job-1", False)), "r-2")
     for error in (
         ProviderRejected("bad body", status=400, provider_message="bad body"),
         ProviderUnavailable("503", status=503, attempts=6),
     ):
         with pytest.raises(type(error)):
-            await counted_submission(answer(error))
+            await outcomes.answered(answer(error), "r-3")
+    answered = scrape()
+    outcomes.committed(job("r-1"))
+    outcomes.committed(job("r-2"))
+    outcomes.committed(job("r-1"))  # a second commit of the same answer is not a second submission
+    outcomes.committed(job("stream-58"))  # a live stream's job was never submitted
     after = scrape()
 
-    for outcome in ("accepted", "duplicate", "rejected", "unavailable"):
-        assert increase(before, after, "parley_requests_total", service="ingest", outcome=outcome) == 1, outcome
+    requests = "parley_requests_total"
+    for outcome in ("rejected", "unavailable"):
+        assert increase(before, answered, requests, service="ingest", outcome=outcome) == 1, outcome
+    for outcome in ("accepted", "duplicate"):
+        assert increase(before, answered, requests, service="ingest", outcome=outcome) == 0, outcome
+        assert increase(before, after, requests, service="ingest", outcome=outcome) == 1, outcome
 
 
 def test_job_outcomes_polls_and_pending_jobs_are_counted() -> None:

@@ -44,7 +44,10 @@ def create_app(
     ledger = RequestLedger()
     submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
     jobs = Stream[JobSubmitted](
-        topics.jobs, JobSubmitted, "JobSubmitted, keyed by conversationId: a provider job for job-watcher to watch"
+        topics.jobs,
+        JobSubmitted,
+        "JobSubmitted, keyed by conversationId: a provider job for job-watcher to watch",
+        on_committed=submitter.outcomes.committed,
     )
 
     service.startup_read(

@@ -17,7 +17,7 @@ from parley_shared.provider import ProcessResponse
 from parley_shared.provider.ports import AsyncApi
 
 from parley_ingest.ledger import RequestLedger
-from parley_ingest.metrics import counted_submission
+from parley_ingest.metrics import SubmissionOutcomes
 
 logger = logging.getLogger("parley.ingest")
 
@@ -29,6 +29,8 @@ class Submitter:
         self._provider = provider
         self._ledger = ledger
         self._webhook_url = webhook_url
+        # Counted in parley_requests_total once each submission's JobSubmitted commits (the jobs stream's hook).
+        self.outcomes = SubmissionOutcomes()
 
     def _with_webhook(self, options: dict[str, Any]) -> dict[str, Any]:
         if self._webhook_url and "webhookUrl" not in options:
@@ -102,7 +104,7 @@ class Submitter:
     ) -> tuple[JobSubmitted, bool]:
         """Call the provider unless this requestId was submitted already; name the work on logs and the span."""
         bind_ids(request_id=request_id)
-        submitted, created = await counted_submission(self._ledger.once(request_id, call_provider))
+        submitted, created = await self.outcomes.answered(self._ledger.once(request_id, call_provider), request_id)
         bind_ids(conversation_id=submitted.conversation_id, job_id=submitted.job_id)
         if created:
             logger.info("submitted to the provider (%s)", submitted.kind.value)
