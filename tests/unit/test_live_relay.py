@@ -287,3 +287,19 @@ async def test_a_providers_deliberate_close_code_and_error_frame_reach_the_clien
     assert client.close_code == 1008
     assert frames == [{"type": "error", "message": "invalid_start_request", "details": "x"}]
     assert publisher.publications == []  # no conversation was created: nothing to record
+
+
+async def test_a_provider_frame_the_events_cannot_hold_is_passed_over_not_fatal() -> None:
+    publisher = RecordingPublisher()
+    outputs = Outputs((Stream(LIVE, LiveStreamEvent, "live"), Stream[JobSubmitted](JOBS, JobSubmitted, "jobs")))
+    recorder = LiveStreamRecorder("conn-10", Emitter(outputs, publisher).publish, webhook_url=None)
+    recorder.start()
+    recorder.provider_sent(wrapped("conversation_created", data={"conversationId": "not an id!"}))
+    recorder.provider_sent(wrapped("conversation_created", data={"conversationId": "10", "jobId": "job-10"}))
+    recorder.provider_sent(json.dumps({"type": "message_response", "messages": ["not a message object"]}))
+    recorder.provider_sent(message_response("kept"))
+    await recorder.finish("stopped")
+
+    kinds = [type(e).__name__ for e in recorder.published]
+    assert kinds == ["LiveStreamStarted", "LiveMessages", "LiveStreamEnded", "JobSubmitted"]
+    assert recorder.conversation_id == "10"

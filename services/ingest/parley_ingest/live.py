@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from parley_shared.events import (
+    IdStr,
     JobKind,
     JobSubmitted,
     LiveInsights,
@@ -30,7 +31,8 @@ from parley_shared.events import (
 )
 from parley_shared.logs import bind_ids
 from parley_shared.retry import RetryPolicy
-from pydantic import BaseModel
+from parley_shared.validation import describe_validation_error
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 logger = logging.getLogger("parley.ingest.live")
 
@@ -41,6 +43,7 @@ _STOP_TYPES = ("stop_request", "stop_recognition")
 PUBLISH_RETRIES = RetryPolicy(base_seconds=0.2, max_seconds=10.0, max_attempts=1_000_000)
 
 Publish = Callable[[Sequence[BaseModel]], Awaitable[None]]
+_conversation_ids: TypeAdapter[str] = TypeAdapter(IdStr)
 
 
 def parse_frame(text: str) -> dict[str, Any] | None:
@@ -113,6 +116,14 @@ class LiveStreamRecorder:
         frame = parse_frame(text)
         if frame is None:
             return
+        try:
+            self._provider_frame(frame)
+        except ValidationError as error:
+            # A frame the events cannot hold (an id outside the alphabet, a list that is not one): the client still
+            # gets it as it came; the live topic does not.
+            logger.warning("a provider frame was not recorded: %s", describe_validation_error(error))
+
+    def _provider_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "message":
             self._platform_message(frame.get("message"))
@@ -130,8 +141,7 @@ class LiveStreamRecorder:
     def _platform_message(self, message: Any) -> None:
         if not isinstance(message, dict):
             return
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        assert isinstance(data, dict)
+        data: dict[str, Any] = message["data"] if isinstance(message.get("data"), dict) else {}
         # The engine names the stream's job from the start (and again at the end); other providers may not.
         job_id = data.get("jobId") or message.get("jobId")
         if isinstance(job_id, str) and job_id:
@@ -139,7 +149,7 @@ class LiveStreamRecorder:
         if message.get("type") == "conversation_created" and self.conversation_id is None:
             conversation_id = data.get("conversationId")
             if isinstance(conversation_id, str | int) and str(conversation_id):
-                self.conversation_id = str(conversation_id)
+                self.conversation_id = _conversation_ids.validate_python(str(conversation_id))
                 bind_ids(conversation_id=self.conversation_id)
                 logger.info("live stream %s started", self.connection_id)
                 self._queue_events(LiveStreamStarted(**self._envelope(), speaker=self._speaker))
