@@ -53,6 +53,11 @@ def configure_observability(service: str, *, log_level: str, log_format: LogForm
     configure_tracing(service)
 
 
+def _require_dead_letters(hop: Transform[Any, Any] | Feed[Any]) -> None:
+    if not any(DeadLetter in stream.event_classes for stream in hop.produces):
+        raise ValueError(f"hop {hop.name!r} consumes Kafka records, so it must produce dead letters")
+
+
 class Emitter:
     """Writes an HTTP input's events through the service's transactional producer (see ``HttpInput``)."""
 
@@ -100,8 +105,7 @@ class PipelineService:
         return dead_letter_stream(self.settings.topics.dead_letters, description)
 
     def transform(self, hop: Transform[Any, Any]) -> None:
-        if not any(DeadLetter in stream.event_classes for stream in hop.produces):
-            raise ValueError(f"hop {hop.name!r} consumes Kafka records, so it must produce dead letters")
+        _require_dead_letters(hop)
         self.declarations.hops.append(hop)
         step = ConsumeProduceStep(
             hop,
@@ -119,8 +123,7 @@ class PipelineService:
         self._declare_outputs(hop.produces)
 
     def feed(self, hop: Feed[Any]) -> None:
-        if not any(DeadLetter in stream.event_classes for stream in hop.produces):
-            raise ValueError(f"hop {hop.name!r} consumes Kafka records, so it must produce dead letters")
+        _require_dead_letters(hop)
         self.declarations.hops.append(hop)
         subscriber = self._subscriber(hop.consumes, hop.name, max_records=hop.max_records, listener=hop.listener)
         stream, owner, service = hop.consumes, hop.owner, self.name

@@ -155,6 +155,21 @@ def test_symbls_javascript_sdk_streams_unchanged_with_only_the_host_changed(
     assert completed["conversationId"] and completed["jobId"]
 
 
+async def stream_and_insights(
+    follower: TopicFollower, conversation_id: str | None, *, within: float
+) -> dict[str, list[dict[str, Any]]]:
+    """The conversation's events by type, once both its LiveStreamEnded and its InsightsReady arrived (the two
+    topics are read side by side, so either may come first)."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    async with asyncio.timeout(within):
+        async for _, event in follower.events():
+            if event.get("conversationId") == conversation_id:
+                seen.setdefault(event["eventType"], []).append(event)
+            if {"InsightsReady", "LiveStreamEnded"} <= set(seen):
+                break
+    return seen
+
+
 async def stream_until_heard(connection: Any, chunks: Any) -> tuple[str | None, list[str]]:
     """Send audio at four times real time until a sentence comes back; the conversation and what was heard."""
     conversation_id, heard = None, []
@@ -197,13 +212,7 @@ async def test_a_client_that_drops_mid_stream_still_ends_in_one_insights_ready(p
         connection.transport.abort()
         assert conversation_id and heard
 
-        seen: dict[str, list[dict[str, Any]]] = {}
-        async with asyncio.timeout(180):
-            async for _, event in follower.events():
-                if event.get("conversationId") == conversation_id:
-                    seen.setdefault(event["eventType"], []).append(event)
-                if {"InsightsReady", "LiveStreamEnded"} <= set(seen):
-                    break
+        seen = await stream_and_insights(follower, conversation_id, within=180)
 
     [ended] = seen["LiveStreamEnded"]
     assert ended["reason"] == "client_disconnected" and ended["jobId"]
@@ -243,13 +252,7 @@ async def test_an_engine_killed_mid_stream_loses_nothing_it_recognised(pipeline:
                     last = json.loads(await connection.recv())
         assert connection.close_code == 1011 and last and last["type"] == "error", (connection.close_code, last)
 
-        seen: dict[str, list[dict[str, Any]]] = {}
-        async with asyncio.timeout(240):
-            async for _, event in follower.events():
-                if event.get("conversationId") == conversation_id:
-                    seen.setdefault(event["eventType"], []).append(event)
-                if {"InsightsReady", "LiveStreamEnded"} <= set(seen):
-                    break
+        seen = await stream_and_insights(follower, conversation_id, within=240)
 
     [ended] = seen["LiveStreamEnded"]
     assert ended["reason"] == "provider_disconnected" and ended["jobId"]

@@ -168,9 +168,10 @@ def _transcribe_in_worker(
     return transcribe_with(_process_recognizer, path, options, first_message_index, id_prefix)
 
 
-def _analyze_in_worker(
+def analyze_in_worker(
     utterances: list[Utterance], options: AnalysisOptions, conversation_id: str, conversation_start: datetime
 ) -> ConversationInsights:
+    """The analysis, run in a worker process (the Async jobs' or the live streams'), with one analyzer per process."""
     global _process_analyzer
     if _process_analyzer is None:
         _process_analyzer = real_analyzer()
@@ -221,7 +222,7 @@ class ProcessPoolWorkers:
         conversation_id: str,
         conversation_start: datetime,
     ) -> ConversationInsights:
-        return await self._run(_analyze_in_worker, list(utterances), options, conversation_id, conversation_start)
+        return await self._run(analyze_in_worker, list(utterances), options, conversation_id, conversation_start)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -98,7 +98,6 @@ class LiveStreamRecorder:
         self._speaker: dict[str, Any] | None = None
         self._queue: asyncio.Queue[list[BaseModel] | None] = asyncio.Queue()
         self._publishing: asyncio.Task[None] | None = None
-        self.published: list[BaseModel] = []  # what was committed, in order
 
     # ---- the client's frames --------------------------------------------------------------------------------
 
@@ -191,7 +190,6 @@ class LiveStreamRecorder:
                     logger.warning("could not publish live events (%s); retrying in %.1fs", error, delay)
                     await self._sleep(delay)
                     attempt += 1
-            self.published.extend(events)
 
     async def finish(self, reason: EndReason) -> None:
         """Queue the end of the stream (and its job, when the provider named one) and wait until all is published."""

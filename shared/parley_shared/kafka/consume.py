@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from parley_shared.events import DeadLetter
 from parley_shared.kafka.dead_letters import dead_letter_from_record
 from parley_shared.kafka.hops import Outputs, Transform
-from parley_shared.kafka.publishing import AtomicPublisher
+from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
 from parley_shared.metrics import RECORD_RETRIES, count_committed_records, series
 from parley_shared.provider.errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from parley_shared.retry import RetryPolicy
@@ -56,6 +56,10 @@ def classify_failure(error: Exception) -> PermanentFailure | TransientFailure:
     if isinstance(error, ProviderError):
         return PermanentFailure(str(error))
     raise error
+
+
+# A record's outcome: the events it produced (or its dead letter) and their outgoing records.
+Handled = tuple[Sequence[BaseModel], Sequence[OutgoingRecord]]
 
 
 def consumed_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
@@ -98,29 +102,29 @@ class ConsumeProduceStep:
         self._on_progress = on_progress
         self._limit = asyncio.Semaphore(hop.concurrency)
 
-    async def _attempts(self, record: Any) -> Sequence[BaseModel]:
+    async def _attempts(self, record: Any) -> Handled:
+        """The record's output events and their records (carrying the current span's trace), or its dead letter."""
         try:
             event = self._hop.consumes.decode(record.value)
         except ValidationError as error:
             reason = f"invalid {self._hop.consumes.event_names}: {describe_validation_error(error)}"
-            return [self._dead_letter(record, reason, 1)]
+            return self._dead_letter(record, reason, 1)
         attempt = 1
         while True:
             try:
                 async with self._limit:
                     outputs = await self._hop.handler(event)
-                for output in outputs:
-                    self._outputs.stream_for(output)  # an undeclared output is a bug: fail here, not on commit
-                return outputs
+                # An output no declared stream carries is a bug (UndeclaredOutput): it fails here, not on commit.
+                return outputs, self._outputs.records(outputs)
             except Exception as error:
                 try:
                     failure = classify_failure(error)
                 except Exception:
                     # A failure nobody foresaw: keep the record (and the partition moving) rather than skip it.
                     logger.exception("unexpected error on %s[%s]@%s", record.topic, record.partition, record.offset)
-                    return [self._dead_letter(record, error, attempt)]
+                    return self._dead_letter(record, error, attempt)
                 if isinstance(failure, PermanentFailure) or not self._retries.may_retry(attempt):
-                    return [self._dead_letter(record, failure, attempt)]
+                    return self._dead_letter(record, failure, attempt)
                 delay = self._retries.delay(attempt)
                 series(RECORD_RETRIES, self._service).inc()
                 logger.warning(
@@ -135,7 +139,7 @@ class ConsumeProduceStep:
                 await self._sleep(delay)
                 attempt += 1
 
-    def _dead_letter(self, record: Any, failure: Exception | str, attempts: int) -> DeadLetter:
+    def _dead_letter(self, record: Any, failure: Exception | str, attempts: int) -> Handled:
         logger.warning(
             "dead-lettering %s[%s]@%s after %d attempt(s): %s",
             record.topic,
@@ -144,22 +148,22 @@ class ConsumeProduceStep:
             attempts,
             failure,
         )
-        return dead_letter_from_record(record, service=self._service, error=failure, attempts=attempts)
+        letter = dead_letter_from_record(record, service=self._service, error=failure, attempts=attempts)
+        return [letter], self._outputs.records([letter])
 
     async def handle_records(self, records: Sequence[Any]) -> None:
         """Handle ``records`` and commit outputs and offsets atomically (raises if the commit fails)."""
-        results = await asyncio.gather(*(self._traced_records(r) for r in records))
+        results = await asyncio.gather(*(self._traced(r) for r in records))
         events = [event for result, _ in results for event in result]
         outgoing = [out for _, result in results for out in result]
         await self._publisher.publish(outgoing, consumed=consumed_offsets(records), group_id=self._group_id)
         self._outputs.committed(events)
         count_committed_records(self._service, [any(isinstance(e, DeadLetter) for e in r) for r, _ in results])
 
-    async def _traced_records(self, record: Any) -> tuple[Sequence[BaseModel], Sequence[Any]]:
-        """A record's output events, and their records carrying the record's trace on."""
+    async def _traced(self, record: Any) -> Handled:
+        # One span per record, in the trace its producer started; the outputs carry it on to the next hop.
         with consuming_record(record, service=self._service, group_id=self._group_id):
-            events = await self._attempts(record)
-            return events, self._outputs.records(events)
+            return await self._attempts(record)
 
     async def __call__(self, msg: ConsumedBatch) -> None:
         raw = msg.raw_message

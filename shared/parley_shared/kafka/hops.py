@@ -197,11 +197,3 @@ class Declarations:
 
     def consumed(self) -> list[Stream[Any]]:
         return [h.consumes for h in self.hops if isinstance(h, Transform | Feed)]
-
-    def produced(self) -> list[Stream[Any]]:
-        """Each produced topic once (several hops may write the same one)."""
-        streams: dict[str, Stream[Any]] = {}
-        for hop in self.hops:
-            for stream in getattr(hop, "produces", ()):
-                streams.setdefault(f"{stream.topic}:{stream.event_names}", stream)
-        return list(streams.values())

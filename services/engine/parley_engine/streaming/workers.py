@@ -23,7 +23,7 @@ from parley_engine.conversation import AnalysisOptions, ConversationInsights, Ut
 from parley_engine.processes import die_with_parent
 from parley_engine.speech.live import LiveDecodeOptions
 from parley_engine.speech.sentences import RecognizedWord
-from parley_engine.workers import Analyzer, real_analyzer
+from parley_engine.workers import Analyzer, analyze_in_worker, real_analyzer
 
 T = TypeVar("T")
 Samples = npt.NDArray[np.float32]
@@ -111,9 +111,8 @@ class LiveThreadWorkers(_ExecutorWorkers):
         )
 
 
-# One decoder and one analyzer per live worker process, built on first use.
+# One decoder per live worker process, built on first use (the analyzer is parley_engine.workers').
 _process_decoder: Decoder | None = None
-_process_analyzer: Analyzer | None = None
 
 
 def _decode_in_worker(samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
@@ -121,17 +120,6 @@ def _decode_in_worker(samples: Samples, options: LiveDecodeOptions) -> list[Reco
     if _process_decoder is None:
         _process_decoder = real_decoder()
     return _process_decoder.decode(samples, options)
-
-
-def _analyze_in_worker(
-    utterances: list[Utterance], options: AnalysisOptions, conversation_id: str, conversation_start: datetime
-) -> ConversationInsights:
-    global _process_analyzer
-    if _process_analyzer is None:
-        _process_analyzer = real_analyzer()
-    return _process_analyzer.analyze(
-        utterances, options, conversation_id=conversation_id, conversation_start=conversation_start
-    )
 
 
 def _warm_up() -> None:
@@ -167,4 +155,4 @@ class LiveProcessWorkers(_ExecutorWorkers):
         conversation_id: str,
         conversation_start: datetime,
     ) -> ConversationInsights:
-        return await self._run(_analyze_in_worker, list(utterances), options, conversation_id, conversation_start)
+        return await self._run(analyze_in_worker, list(utterances), options, conversation_id, conversation_start)
