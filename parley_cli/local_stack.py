@@ -48,13 +48,17 @@ class LocalStack:
         self,
         name: str,
         *,
+        service: str | None = None,
         port: int | None = None,
         extra_env: dict[str, str] | None = None,
         args: list[str] | None = None,
         ready_path: str = "/healthz",
         timeout: float = 60.0,
     ) -> ServiceProcess:
-        port = port or SERVICE_PORTS[name]
+        """Run ``service`` (by default ``name``) as the process called ``name``: replicas of one service each have
+        their own name, such as ``job-watcher-2``."""
+        service = service or name
+        port = port or SERVICE_PORTS[service]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         env = {**os.environ, **self.env, **(extra_env or {})}
@@ -65,19 +69,19 @@ class LocalStack:
             "insight-fetcher": "PARLEY_HTTP_PORT",
             "provider-double": "PARLEY_DOUBLE_PORT",
         }
-        env[env_port_names.get(name, "PARLEY_HTTP_PORT")] = str(port)
+        env[env_port_names.get(service, "PARLEY_HTTP_PORT")] = str(port)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "parley_cli", "run", name, *(args or [])],
+                [sys.executable, "-m", "parley_cli", "run", service, *(args or [])],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
             )
-        service = ServiceProcess(name, port, process, log_path)
-        self.processes[name] = service
-        self._wait_ready(service, ready_path, timeout)
-        return service
+        started = ServiceProcess(name, port, process, log_path)
+        self.processes[name] = started
+        self._wait_ready(started, ready_path, timeout)
+        return started
 
     def _wait_ready(self, service: ServiceProcess, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

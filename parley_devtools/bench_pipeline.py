@@ -6,7 +6,8 @@ Measures, beside a baseline that waits like the official Symbl Python SDK (sleep
 30 s, then read the Conversation API itself):
 
 1. completion → insights latency (the double's ``completedAt`` → the benchmark's read_committed consumer reads
-   the InsightsReady), with an instant provider, for jobs submitted with a webhook and for jobs without one;
+   the InsightsReady), with an instant provider, for jobs submitted with a webhook and for jobs without one; and
+   again with 3 replicas of each service, each job's webhooks going to one job-watcher replica whatever owns it;
 2. ``GET /v1/job`` calls per job for jobs that take 60 s (a second stack whose double is slow);
 3. conversations/s sustained end to end: ProcessRequested commands published as fast as possible, timed from
    the first publish to the last InsightsReady, with the CPU each process used;
@@ -44,6 +45,7 @@ from parley_shared.events import JobSubmitted, MediaKind, ProcessRequested
 from parley_shared.kafka.connection import aiokafka_options
 from parley_shared.kafka.topics import ensure_topics
 from parley_shared.settings import KafkaSettings
+from prometheus_client.parser import text_string_to_metric_families
 
 from parley_cli.local_kafka import LocalKafka
 from parley_devtools.bench.machine import describe_machine
@@ -61,12 +63,14 @@ from parley_devtools.bench.stacks import (
     start_broker,
     start_double,
     start_pipeline,
+    start_replicated_pipeline,
     tree_cpu_seconds,
     tree_rss_bytes,
 )
 from parley_devtools.bench_http_client import run_client_benchmark
 
 CLIENT_IN_FLIGHT = 64
+REPLICAS = 3
 # Its children are the services and the broker, each counted on its own row.
 BENCH_PROCESS = "benchmark process (itself)"
 # Targets of issue 2 item 9.
@@ -141,6 +145,77 @@ async def measure_latency(
         "missing": len(missing),
         "raw": latencies,
     }
+
+
+async def measure_replicated_latency(
+    stack: BenchStack, arrivals: InsightsArrivals, double: DoubleApi, session: aiohttp.ClientSession, size: BenchSize
+) -> dict[str, Any]:
+    """``REPLICAS`` of each service: submissions spread over the ingest replicas, and each job's webhooks sent to
+    one job-watcher replica in turn, so most reach a replica that does not own the job's partition (as behind a
+    Kubernetes Service)."""
+    ingests = [stack.url(f"ingest-{n}") for n in range(REPLICAS)]
+    watchers = [stack.url(f"job-watcher-{n}") for n in range(REPLICAS)]
+    await wait_for_shared_partitions(session, watchers)
+    jobs: list[str] = []
+
+    async def submit(n: int) -> None:
+        body = {**text_body(n, words="replicated latency"), "webhookUrl": f"{watchers[n % REPLICAS]}/webhooks/jobs"}
+        async with session.post(f"{ingests[(n + 1) % REPLICAS]}/v1/process/text", json=body) as response:
+            if response.status != 202:
+                raise RuntimeError(f"ingest refused a submission: {response.status} {await response.text()}")
+            jobs.append((await response.json())["jobId"])
+
+    before = await webhook_results(session, watchers)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    submissions = []
+    for n in range(size.latency_jobs):
+        submissions.append(asyncio.create_task(submit(n)))
+        await asyncio.sleep(max(0.0, started + (n + 1) / size.latency_rate - loop.time()))
+    await asyncio.gather(*submissions)
+    missing = await arrivals.wait_for(set(jobs), within_seconds=60.0)
+    completed = await double.completed_at()
+    after = await webhook_results(session, watchers)
+    latencies = [arrivals.by_job[job] - completed[job] for job in jobs if job in arrivals.by_job and job in completed]
+    return {
+        "replicas": REPLICAS,
+        "latency": summarize(latencies),
+        "stages": latency_stages(jobs, arrivals, completed),
+        "webhooks": {result: after.get(result, 0.0) - before.get(result, 0.0) for result in after},
+        "missing": len(missing),
+        "raw": latencies,
+    }
+
+
+async def wait_for_shared_partitions(
+    session: aiohttp.ClientSession, watchers: list[str], *, within_seconds: float = 90.0
+) -> None:
+    """Until the job-watcher replicas have shared the jobs topic's partitions and none is still re-reading one."""
+    deadline = time.monotonic() + within_seconds
+    while True:
+        statuses = []
+        for url in watchers:
+            async with session.get(f"{url}/status") as response:
+                statuses.append(await response.json())
+        if all(status["partitions"] and not status["replayingPartitions"] for status in statuses):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job-watcher replicas never shared the partitions: {statuses}")
+        await asyncio.sleep(0.5)
+
+
+async def webhook_results(session: aiohttp.ClientSession, watchers: list[str]) -> dict[str, float]:
+    """parley_webhooks_received_total by result, summed over the job-watcher replicas."""
+    totals: dict[str, float] = {}
+    for url in watchers:
+        async with session.get(f"{url}/metrics") as response:
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "parley_webhooks_received_total":
+                    result = sample.labels["result"]
+                    totals[result] = totals.get(result, 0.0) + sample.value
+    return totals
 
 
 def latency_stages(jobs: list[str], arrivals: InsightsArrivals, completed: dict[str, float]) -> dict[str, Any]:
@@ -419,6 +494,29 @@ async def measure_pending_jobs(
     }
 
 
+async def measure_with_replicas(
+    run_id: str,
+    bootstrap: str,
+    partitions: int,
+    work_dir: Path,
+    session: aiohttp.ClientSession,
+    size: BenchSize,
+    stacks: list[BenchStack],
+) -> dict[str, Any]:
+    """A stack of its own with ``REPLICAS`` of each service on an instant double, stopped once measured."""
+    replicated = new_stack("replicated", run_id, bootstrap, partitions=partitions, log_root=work_dir)
+    stacks.append(replicated)
+    double_url = await asyncio.to_thread(start_double, replicated, processing_seconds=0)
+    await asyncio.to_thread(start_replicated_pipeline, replicated, REPLICAS)
+    arrivals = InsightsArrivals(replicated.kafka, replicated.topics.insights)
+    await arrivals.start()
+    try:
+        return await measure_replicated_latency(replicated, arrivals, DoubleApi(double_url, session), session, size)
+    finally:
+        await arrivals.stop()
+        await asyncio.to_thread(replicated.stop)
+
+
 # --- the run --------------------------------------------------------------------------------------------------
 
 
@@ -450,6 +548,10 @@ async def run_benchmark(size: BenchSize, partitions: int, work_dir: Path) -> dic
                 sdk_phase = asyncio.create_task(sdk_baseline_latency(instant_double, size))
                 _say("1. completion → insights latency")
                 results["latency"] = await measure_latency(instant, instant_arrivals, instant_double, session, size)
+                _say(f"1b. completion → insights with {REPLICAS} replicas of each service")
+                results["replicated_latency"] = await measure_with_replicas(
+                    run_id, bootstrap, partitions, work_dir, session, size, stacks
+                )
                 _say(f"3. sustained rate, polling only: {size.conversations} conversations")
                 pids = {f"{name} (instant)": pid for name, pid in instant.pids().items()}
                 pids["kafka broker"] = int(kafka.pid_file.read_text())
@@ -531,6 +633,13 @@ def build_metrics(results: dict[str, Any]) -> list[Metric]:
             "baseline",
             None,
         ),
+        replicated_metric(results["replicated_latency"]),
+        Metric(
+            "… of which, with replicas (p50/p99)",
+            describe_stages(results["replicated_latency"]["stages"]),
+            "where the time goes",
+            None,
+        ),
         *(rate_metric(results[key]) for key in ("throughput_polling", "throughput_webhook")),
         Metric(
             f"ProviderClient vs aiohttp, {client['in_flight']} in flight",
@@ -552,6 +661,19 @@ def build_metrics(results: dict[str, Any]) -> list[Metric]:
             pending["recovery_seconds"] <= RECOVERY_TARGET,
         ),
     ]
+
+
+def replicated_metric(replicated: dict[str, Any]) -> Metric:
+    latency, webhooks = replicated["latency"], replicated["webhooks"]
+    forwarded, accepted = webhooks.get("forwarded", 0.0), webhooks.get("accepted", 0.0)
+    return Metric(
+        f"completion → insights, {replicated['replicas']} replicas of each service, webhooks to any replica"
+        " (p50 / p99)",
+        f"{latency['p50'] * 1000:.0f} ms / {latency['p99'] * 1000:.0f} ms (n={latency['count']};"
+        f" callbacks: {forwarded:.0f} forwarded through parley.jobs, {accepted:.0f} taken directly)",
+        "p99 ≤ 250 ms",
+        replicated["missing"] == 0 and latency["p99"] <= WEBHOOK_P99_TARGET,
+    )
 
 
 def rate_metric(rate: dict[str, Any]) -> Metric:
@@ -576,6 +698,12 @@ def build_notes(results: dict[str, Any], size: BenchSize, quick: bool) -> list[s
         f" through ingest's HTTP API at {size.latency_rate:g}/s each, instant provider; ingest has no"
         " PARLEY_WEBHOOK_URL. Latency is the double's completedAt → the InsightsReady read by this process"
         " (read_committed).",
+        f"Replicas: a stack of its own with {REPLICAS} replicas each of ingest, job-watcher and insight-fetcher (own"
+        f" transactional ids, one consumer group per service) on an instant double; {size.latency_jobs} jobs"
+        f" submitted at {size.latency_rate:g}/s through the ingest replicas in turn, job n's webhookUrl naming"
+        f" job-watcher replica n mod {REPLICAS}, so about two thirds of callbacks reach a replica that does not own"
+        " the job and are forwarded through parley.jobs. The double is instant, so a job's callbacks arrive before"
+        " ingest has committed its JobSubmitted: no replica watches the job yet, and even its owner forwards them.",
         f"Status calls: {size.slow_jobs} jobs with and {size.slow_jobs} without webhooks on a second stack whose"
         f" double takes {size.slow_seconds:g} s per job; counted in that double's call log.",
         f"Sustained rate: {rate['conversations']} ProcessRequested published as fast as possible (in"

@@ -48,20 +48,32 @@ class BenchStack:
     topics: TopicNames
     kafka: KafkaSettings
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    services: dict[str, str] = field(default_factory=dict)  # process name → the service it runs
 
     def url(self, service: str) -> str:
         return self.local.processes[service].url
 
-    def start(self, service: str, *, port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
-        env = {**self.service_env.get(service, {}), **(extra_env or {})}
-        self.service_env[service] = env
+    def start(
+        self,
+        name: str,
+        *,
+        service: str | None = None,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """Start ``service`` (by default ``name``) as the process ``name``; a replica such as ``job-watcher-2``
+        gets the service's settings plus its own."""
+        service = service or name
+        env = {**self.service_env.get(service, {}), **self.service_env.get(name, {}), **(extra_env or {})}
+        self.service_env[name] = env
         ready = "/_double/jobs" if service == "provider-double" else "/healthz"
-        self.local.start(service, port=port or free_port(), extra_env=env, ready_path=ready, timeout=90)
+        self.local.start(name, service=service, port=port or free_port(), extra_env=env, ready_path=ready, timeout=90)
+        self.services[name] = service
 
-    def restart(self, service: str, *, kill: bool) -> None:
-        port = self.local.processes[service].port
-        self.local.stop(service, kill=kill)
-        self.start(service, port=port)
+    def restart(self, name: str, *, kill: bool) -> None:
+        port = self.local.processes[name].port
+        self.local.stop(name, kill=kill)
+        self.start(name, service=self.services.get(name), port=port)
 
     def pids(self) -> dict[str, int]:
         return {name: process.process.pid for name, process in self.local.processes.items()}
@@ -109,6 +121,15 @@ def start_pipeline(stack: BenchStack) -> None:
     """job-watcher, insight-fetcher and ingest against the stack's double, without ``PARLEY_WEBHOOK_URL``."""
     for service in PIPELINE_SERVICES:
         stack.start(service)
+
+
+def start_replicated_pipeline(stack: BenchStack, replicas: int) -> None:
+    """``replicas`` of job-watcher, insight-fetcher and ingest (``job-watcher-0`` …), each with its own
+    transactional id, against the stack's double."""
+    for service in PIPELINE_SERVICES:
+        for n in range(replicas):
+            instance = f"{stack.local.env['PARLEY_INSTANCE_ID']}-{n}"
+            stack.start(f"{service}-{n}", service=service, extra_env={"PARLEY_INSTANCE_ID": instance})
 
 
 def tree_rss_bytes(pid: int) -> int:

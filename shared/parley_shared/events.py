@@ -168,6 +168,26 @@ class JobResolved(Event):
     outcome: Literal["completed", "failed"] = Field(description="what was published for it")
 
 
+class JobStatusReported(Event):
+    """A provider callback said a job's status changed, received by a job-watcher replica that was not watching the
+    job; written to the jobs topic so the replica that owns the job hears it at once (the owner confirms it with
+    ``GET /v1/job/{jobId}`` before acting, as for any callback).
+
+    Keyed by conversationId, so it lands on the partition of the job's ``JobSubmitted``. A callback that does not
+    name the conversation (Symbl documents only ``jobId`` and ``status``) is written once to every partition,
+    each copy naming its ``partition``.
+    """
+
+    event_type: Literal["JobStatusReported"] = Field("JobStatusReported", description="event discriminator")
+    request_id: IdStr = Field(description="the job id: a provider callback does not carry the request id")
+    job_id: IdStr = Field(description="the job the callback is about")
+    conversation_id: IdStr | None = Field(None, description="the job's conversation, when the callback named it")
+    status: Literal["scheduled", "in_progress", "completed", "failed"] = Field(description="the reported status")
+    partition: int | None = Field(
+        None, ge=0, description="the jobs-topic partition of this copy, when the callback did not name the conversation"
+    )
+
+
 class InsightsReady(Event):
     """The whole insight bundle of a conversation, read after its job completed."""
 
@@ -270,7 +290,7 @@ LiveStreamEvent = Annotated[
     LiveStreamStarted | LiveMessages | LiveInsights | LiveTopics | LiveTrackers | LiveStreamEnded,
     Field(discriminator="event_type"),
 ]
-JobsTopicEvent = Annotated[JobSubmitted | JobResolved, Field(discriminator="event_type")]
-jobs_topic_adapter: TypeAdapter[JobSubmitted | JobResolved] = TypeAdapter(JobsTopicEvent)
+JobsTopicEvent = Annotated[JobSubmitted | JobResolved | JobStatusReported, Field(discriminator="event_type")]
+jobs_topic_adapter: TypeAdapter[JobSubmitted | JobResolved | JobStatusReported] = TypeAdapter(JobsTopicEvent)
 CompletionEvent = Annotated[JobCompleted | JobFailed, Field(discriminator="event_type")]
 completion_adapter: TypeAdapter[JobCompleted | JobFailed] = TypeAdapter(CompletionEvent)

@@ -107,7 +107,13 @@ def ingest_schema() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def job_watcher_schema() -> Iterator[Any]:
     watcher_settings = JobWatcherSettings(kafka_bootstrap_servers="127.0.0.1:9", instance_id="fuzz-watcher")
-    app = create_job_watcher(watcher_settings, provider=provider_answering_jobs())
+    # Forwarded callbacks are committed to a recording publisher, over a jobs topic of three partitions.
+    app = create_job_watcher(
+        watcher_settings,
+        provider=provider_answering_jobs(),
+        publisher=RecordingPublisher(),
+        jobs_partitions=lambda: {0, 1, 2},
+    )
     yield schema_of(InMemoryKafkaShell(app, app.state.broker))
     asgi.shutdown_lifespans()
 

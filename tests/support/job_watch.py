@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from parley_job_watcher.metrics import outcome_committed
 from parley_job_watcher.scheduler import PollPolicy, PollScheduler
 from parley_job_watcher.watch import JobWatch
@@ -20,6 +21,7 @@ from parley_shared.events import (
     JobCompleted,
     JobFailed,
     JobResolved,
+    JobStatusReported,
     JobSubmitted,
     MediaKind,
     completion_adapter,
@@ -127,6 +129,27 @@ def submitted(job_id: str, at: float) -> JobSubmitted:
 
 def resolved(job_id: str) -> JobResolved:
     return JobResolved(request_id=f"req-{job_id}", conversation_id=f"conv-{job_id}", job_id=job_id, outcome="completed")
+
+
+def reported(job_id: str, status: JobStatus, *, partition: int | None = None) -> JobStatusReported:
+    """A callback forwarded through the jobs topic by the replica that received it."""
+    conversation = None if partition is not None else f"conv-{job_id}"
+    return JobStatusReported(
+        request_id=job_id, job_id=job_id, conversation_id=conversation, status=status.value, partition=partition
+    )
+
+
+class ForwardedCallbacks:
+    """A webhook router's ``forward``: records what it was asked to write, or fails while ``failing``."""
+
+    def __init__(self) -> None:
+        self.reports: list[JobStatusReported] = []
+        self.failing = False
+
+    async def __call__(self, reports: Sequence[JobStatusReported]) -> None:
+        if self.failing:
+            raise KafkaConnectionError()
+        self.reports.extend(reports)
 
 
 @contextlib.asynccontextmanager

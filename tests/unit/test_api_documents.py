@@ -73,7 +73,7 @@ def test_the_check_names_a_changed_and_a_missing_document(tmp_path: Path, capsys
     ("service", "topic", "events"),
     [
         ("ingest", "parley.requests", {"ProcessRequested"}),
-        ("job-watcher", "parley.jobs", {"JobSubmitted", "JobResolved"}),
+        ("job-watcher", "parley.jobs", {"JobSubmitted", "JobResolved", "JobStatusReported"}),
         ("insight-fetcher", "parley.completions", {"JobCompleted", "JobFailed"}),
     ],
 )

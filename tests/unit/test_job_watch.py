@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import httpx
 import pytest
 from aiokafka import TopicPartition
 from fastapi import FastAPI
 from parley_job_watcher.scheduler import PollPolicy
-from parley_job_watcher.watch import JobWatch
+from parley_job_watcher.watch import NOT_WATCHED_HERE, JobWatch
 from parley_job_watcher.webhooks import webhook_router
 from parley_shared.events import JobCompleted, JobFailed
+from parley_shared.http_errors import install_error_handlers
 from parley_shared.provider import JobStatus
 
 from tests.support.job_watch import (
@@ -24,6 +26,7 @@ from tests.support.job_watch import (
     TOPICS,
     FakeJobApi,
     FixedDraw,
+    ForwardedCallbacks,
     ProviderJob,
     last_committed,
     make_watch,
@@ -31,6 +34,7 @@ from tests.support.job_watch import (
     only_outcome,
     outcomes,
     polling,
+    reported,
     resolved,
     submitted,
 )
@@ -161,9 +165,10 @@ def test_an_early_final_webhook_is_not_overwritten_by_a_later_older_one() -> Non
         watch = make_watch(clock, provider, publisher, rng=FixedDraw(0.0))
         watch.assign(0, committed=0, end=0)
         async with polling(watch):
-            watch.on_webhook("job-a", JobStatus.COMPLETED)  # before its JobSubmitted was read
-            watch.on_webhook("job-a", JobStatus.IN_PROGRESS)
-            watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+            # Both before its JobSubmitted was read (forwarded by the replica that received them).
+            watch.on_status_reported(reported("job-a", JobStatus.COMPLETED), partition=0, offset=0)
+            watch.on_status_reported(reported("job-a", JobStatus.IN_PROGRESS), partition=0, offset=1)
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=2)
             await asyncio.sleep(0.2)  # well before the first scheduled poll at +1 s
             assert isinstance(only_outcome(await flushed(watch, publisher)), JobCompleted)
 
@@ -228,11 +233,12 @@ def test_an_early_webhook_is_applied_when_the_job_arrives() -> None:
         watch = make_watch(clock, provider, publisher)
         watch.assign(0, committed=0, end=0)
         async with polling(watch):
-            assert watch.on_webhook("job-a", JobStatus.COMPLETED) == "noted before the job was seen"
+            assert watch.on_webhook("job-a", JobStatus.COMPLETED) == NOT_WATCHED_HERE  # forwarded, then read back:
+            watch.on_status_reported(reported("job-a", JobStatus.COMPLETED), partition=0, offset=0)
             await asyncio.sleep(5)
             assert provider.calls == []
             arrived = clock.now
-            watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=1)
             await asyncio.sleep(600)
         await watch.flush()
 
@@ -508,11 +514,27 @@ def test_a_job_whose_outcome_was_dropped_is_watched_again_when_its_partition_ret
 # ---- the webhook endpoint ------------------------------------------------------------------------------------
 
 
-async def test_the_webhook_endpoint_accepts_id_or_job_id() -> None:
-    provider = FakeJobApi(VirtualClock(START))
-    watch = make_watch(VirtualClock(START), provider, RecordingPublisher())
+def webhook_app(
+    watch: JobWatch, *, forward: ForwardedCallbacks | None = None, partitions: set[int] | None = None, **options: Any
+) -> FastAPI:
+    """The webhook router as job-watcher mounts it, forwarding into ``forward`` over a jobs topic of 3 partitions."""
     app = FastAPI()
-    app.include_router(webhook_router(watch))
+    install_error_handlers(app)
+    jobs_partitions = {0, 1, 2} if partitions is None else partitions
+    router = webhook_router(
+        watch, forward=forward or ForwardedCallbacks(), jobs_partitions=lambda: jobs_partitions, **options
+    )
+    app.include_router(router)
+    return app
+
+
+async def test_the_webhook_endpoint_accepts_id_or_job_id() -> None:
+    clock = VirtualClock(START)
+    watch = make_watch(clock, FakeJobApi(clock), RecordingPublisher())
+    watch.assign(0, committed=0, end=0)
+    watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+    watch.on_submitted(submitted("job-b", START), partition=0, offset=1)
+    app = webhook_app(watch)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
         by_job_id = await client.post("/webhooks/jobs", json={"jobId": "job-a", "status": "completed"})
         by_id = await client.post("/webhooks/jobs", json={"id": "job-b", "status": "in_progress"})
@@ -520,23 +542,107 @@ async def test_the_webhook_endpoint_accepts_id_or_job_id() -> None:
         unknown_status = await client.post("/webhooks/jobs", json={"id": "job-c", "status": "exploded"})
 
     assert by_job_id.status_code == 202
-    assert by_job_id.json() == {"jobId": "job-a", "action": "noted before the job was seen"}
+    assert by_job_id.json() == {"jobId": "job-a", "action": "checking"}
     assert by_id.status_code == 202
-    assert by_id.json()["jobId"] == "job-b"
-    assert without_id.status_code == 422
-    assert unknown_status.status_code == 422
+    assert by_id.json() == {"jobId": "job-b", "action": "noted"}
+    assert without_id.status_code == 400 and "jobId" in without_id.json()["message"]
+    assert unknown_status.status_code == 400
     assert watch.webhooks_received == 2
 
 
+async def test_a_callback_for_a_job_watched_elsewhere_goes_to_its_owner_through_the_jobs_topic() -> None:
+    clock = VirtualClock(START)
+    watch = make_watch(clock, FakeJobApi(clock), RecordingPublisher())
+    forward = ForwardedCallbacks()
+    app = webhook_app(watch, forward=forward)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
+        named = await client.post(
+            "/webhooks/jobs", json={"jobId": "job-a", "conversationId": "conv-job-a", "status": "completed"}
+        )
+        unnamed = await client.post("/webhooks/jobs", json={"id": "job-b", "status": "completed"})
+
+    assert named.status_code == unnamed.status_code == 202
+    assert named.json()["action"] == "forwarded to the replica watching the job"
+    # Keyed by the conversation, it lands on the partition of the job's JobSubmitted ...
+    first, *copies = forward.reports
+    assert (first.job_id, first.conversation_id, first.partition, first.status) == (
+        "job-a",
+        "conv-job-a",
+        None,
+        "completed",
+    )
+    # ... and without one, a copy goes to every partition: the owner reads one of them.
+    assert [(r.job_id, r.conversation_id, r.partition) for r in copies] == [("job-b", None, p) for p in (0, 1, 2)]
+    assert "job-a" not in watch.scheduler and watch.webhooks_received == 2
+
+
+async def test_a_callback_that_cannot_be_forwarded_is_refused_so_the_provider_sends_it_again() -> None:
+    clock = VirtualClock(START)
+    provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START)})
+    publisher = RecordingPublisher()
+    watch = make_watch(clock, provider, publisher)
+    forward = ForwardedCallbacks()
+    forward.failing = True
+    app = webhook_app(watch, forward=forward)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
+        refused = await client.post("/webhooks/jobs", json={"jobId": "job-a", "status": "completed"})
+        no_partitions_yet = await client.post(
+            "/webhooks/jobs", json={"jobId": "job-b", "status": "completed"}
+        )  # failing too: the broker is down
+
+    assert refused.status_code == 503 and "retry" in refused.json()["message"]
+    assert no_partitions_yet.status_code == 503
+    assert forward.reports == []
+    # Kept here in case this replica is the owner: the job is checked at once when its JobSubmitted is read.
+    watch.assign(0, committed=0, end=0)
+    watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+    assert watch.scheduler.next_due() == START
+
+
+async def test_before_the_jobs_topic_is_known_a_callback_for_an_unwatched_job_is_refused() -> None:
+    clock = VirtualClock(START)
+    watch = make_watch(clock, FakeJobApi(clock), RecordingPublisher())
+    forward = ForwardedCallbacks()
+    app = webhook_app(watch, forward=forward, partitions=set())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
+        refused = await client.post("/webhooks/jobs", json={"jobId": "job-a", "status": "completed"})
+
+    assert refused.status_code == 503
+    assert forward.reports == []
+
+
+def test_a_forwarded_callback_read_by_the_owner_settles_the_job_at_once_and_its_offset_is_committed() -> None:
+    async def scenario(clock: VirtualClock) -> None:
+        provider = FakeJobApi(clock, {"job-a": ProviderJob(finishes_at=START + 30)})
+        publisher = RecordingPublisher()
+        watch = make_watch(clock, provider, publisher)
+        watch.assign(0, committed=0, end=0)
+        async with polling(watch):
+            watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
+            await asyncio.sleep(30)
+            polls_before = len(provider.calls_for("job-a"))
+            heard = clock.now
+            watch.on_status_reported(reported("job-a", JobStatus.COMPLETED), partition=0, offset=1)
+            # a copy for another job that this replica does not watch: noted, and holds nothing back
+            watch.on_status_reported(reported("job-z", JobStatus.COMPLETED, partition=0), partition=0, offset=2)
+            await asyncio.sleep(0.5)
+            await watch.flush()
+
+        assert provider.calls_for("job-a")[polls_before:] == [heard]  # confirmed at once, not at the next poll
+        outcome = only_outcome(publisher)
+        assert isinstance(outcome, JobCompleted) and outcome.detected_by == "webhook"
+        assert last_committed(publisher, 0) == 3
+        assert provider.calls_for("job-z") == []
+
+    run_in_virtual_time(scenario)
+
+
 async def test_with_a_secret_only_correctly_signed_callbacks_are_accepted() -> None:
-    from parley_shared.http_errors import install_error_handlers
     from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
     from pydantic import SecretStr
 
     watch = make_watch(VirtualClock(START), FakeJobApi(VirtualClock(START)), RecordingPublisher())
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(webhook_router(watch, secret=SecretStr("shared-webhook-secret")))
+    app = webhook_app(watch, secret=SecretStr("shared-webhook-secret"))
     body = b'{"jobId": "job-a", "status": "completed"}'
     headers = {"Content-Type": "application/json"}
     good = signature("shared-webhook-secret", body)
@@ -563,13 +669,10 @@ async def test_with_a_secret_only_correctly_signed_callbacks_are_accepted() -> N
 
 
 async def test_status_needs_an_api_key_when_keys_are_configured() -> None:
-    from parley_shared.http_errors import install_error_handlers
     from pydantic import SecretStr
 
     watch = make_watch(VirtualClock(START), FakeJobApi(VirtualClock(START)), RecordingPublisher())
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(webhook_router(watch, api_keys=[SecretStr("operator-key-1")]))
+    app = webhook_app(watch, api_keys=[SecretStr("operator-key-1")])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
         anonymous = await client.get("/status")
         wrong = await client.get("/status", headers={"x-api-key": "operator-key-2"})

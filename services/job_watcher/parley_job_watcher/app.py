@@ -1,9 +1,9 @@
 """job-watcher: the composition root. Its hops, declared below, are everything it reads and writes.
 
 It polls ``GET /v1/job/{jobId}`` for every pending job from one timer heap (backoff, jitter, a deadline) and takes
-provider webhooks as hints. Offsets on the jobs topic are committed only up to the oldest pending job, inside the
-transactions that publish outcomes, so pending jobs survive restarts and rebalances: they are rebuilt by re-reading
-the topic.
+provider webhooks as hints; a webhook about a job another replica watches is passed to it through the jobs topic.
+Offsets on the jobs topic are committed only up to the oldest pending job, inside the transactions that publish
+outcomes, so pending jobs survive restarts and rebalances: they are rebuilt by re-reading the topic.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from fastapi import FastAPI
-from parley_shared.events import CompletionEvent, JobResolved, JobsTopicEvent
+from parley_shared.events import CompletionEvent, JobResolved, JobStatusReported, JobsTopicEvent
 from parley_shared.kafka.hops import Feed, HttpInput, Outputs, Stream
 from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
@@ -65,7 +65,10 @@ def create_app(
     *,
     publisher: AtomicPublisher | None = None,
     provider: JobApi | None = None,
+    jobs_partitions: Callable[[], Collection[int]] | None = None,
 ) -> FastAPI:
+    """Build the service. ``publisher`` replaces the transactional producer and ``jobs_partitions`` the consumer's
+    knowledge of the jobs topic's partitions in in-memory broker tests."""
     settings = settings or JobWatcherSettings()
     topics = settings.topics
     service = PipelineService(
@@ -108,7 +111,8 @@ def create_app(
             consumes=Stream(
                 topics.jobs,
                 JobsTopicEvent,
-                "JobSubmitted: watch the job until it ends; JobResolved: this job is settled already",
+                "JobSubmitted: watch the job until it ends; JobResolved: this job is settled already; "
+                "JobStatusReported: a callback about the job, received by another replica",
             ),
             produces=produces,
             owner=watch,
@@ -116,12 +120,24 @@ def create_app(
             listener=JobsPartitionListener(watch, service.consumer),
         )
     )
-    service.http_input(
+    # A callback about a job another replica watches goes to that replica's partition of the jobs topic.
+    forwarded_callbacks = Stream[JobStatusReported](
+        topics.jobs,
+        JobStatusReported,
+        "JobStatusReported: a callback for the replica watching the job (keyed by conversation, or one per partition)",
+        partition=lambda report: report.partition,
+    )
+    callbacks = service.http_input(
         HttpInput(
             "POST /webhooks/jobs",
             "provider job status callbacks: hints, each confirmed with GET /v1/job/{jobId} before the watch acts",
+            produces=(forwarded_callbacks,),
         )
     )
+
+    def partitions_known_to_the_consumer() -> Collection[int]:
+        consumer = service.consumer()
+        return (consumer.partitions_for_topic(topics.jobs) if consumer is not None else None) or ()
 
     async def follow_replay() -> None:
         """Transaction markers take offsets but are never delivered: read positions to see a replay end."""
@@ -138,7 +154,15 @@ def create_app(
     PENDING_JOBS.labels(service=SERVICE).set_function(lambda: len(watch.scheduler))
     app = service.app(
         title="Parley job-watcher",
-        routers=[webhook_router(watch, secret=settings.webhook_secret, api_keys=settings.api_keys)],
+        routers=[
+            webhook_router(
+                watch,
+                forward=callbacks.publish,
+                jobs_partitions=jobs_partitions or partitions_known_to_the_consumer,
+                secret=settings.webhook_secret,
+                api_keys=settings.api_keys,
+            )
+        ],
         resources=[provider],
         loops=[watch.run_polling, watch.run_publishing, follow_replay],
         before_stop=watch.flush,

@@ -17,7 +17,11 @@ PENDING_JOBS = Gauge("parley_pending_jobs", "Jobs watched and waiting for an out
 STATUS_POLLS = Counter("parley_status_polls_total", "GET /v1/job status checks made", ["service"])
 WEBHOOKS_RECEIVED = Counter(
     "parley_webhooks_received_total",
-    "Provider job status callbacks received: 'accepted', or 'refused' (missing or invalid signature)",
+    (
+        "Provider job status callbacks received: 'accepted' (about a job watched here), 'forwarded' (to the replica "
+        "watching it, through the jobs topic), 'unforwarded' (that failed: answered 503), or 'refused' (missing or "
+        "invalid signature)"
+    ),
     ["service", "result"],
 )
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiokafka import TopicPartition
-from parley_shared.events import DeadLetter, JobCompleted, JobFailed, JobResolved, JobSubmitted
+from parley_shared.events import DeadLetter, JobCompleted, JobFailed, JobResolved, JobStatusReported, JobSubmitted
 from parley_shared.kafka.hops import Outputs, RecordPosition
 from parley_shared.kafka.publishing import AtomicPublisher, OutgoingRecord
 from parley_shared.logs import bind_ids
@@ -35,6 +35,9 @@ from parley_job_watcher.scheduler import PendingJob, PollScheduler
 logger = logging.getLogger("parley.job_watcher")
 
 TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED}
+# What ``on_webhook`` answers for a job this replica neither watches nor knows settled: its owner may be another
+# replica, so the callback goes to the jobs topic (``JobStatusReported``) for whichever replica owns it.
+NOT_WATCHED_HERE = "not watched here"
 
 
 class RecentIds:
@@ -111,11 +114,13 @@ class JobWatch:
 
     # ---- input ----------------------------------------------------------------------------------------------
 
-    def on_event(self, event: JobSubmitted | JobResolved, position: RecordPosition) -> None:
+    def on_event(self, event: JobSubmitted | JobResolved | JobStatusReported, position: RecordPosition) -> None:
         if isinstance(event, JobSubmitted):
             self.on_submitted(event, position.partition, position.offset, trace_parent=position.trace_parent)
-        else:
+        elif isinstance(event, JobResolved):
             self.on_resolved(event, position.partition, position.offset)
+        else:
+            self.on_status_reported(event, position.partition, position.offset)
 
     def on_unreadable(self, letter: DeadLetter, position: RecordPosition) -> None:
         self.on_record_seen(position.partition, position.offset)
@@ -157,22 +162,34 @@ class JobWatch:
         if job is not None:
             self.partitions[job.partition].release(job.offset)
 
-    def on_webhook(self, job_id: str, status: JobStatus) -> str:
-        """A provider callback; returns what was done with it (for the HTTP response).
+    def on_status_reported(self, event: JobStatusReported, partition: int, offset: int) -> None:
+        """A callback another replica received (or this one, not watching the job then), read from the jobs topic."""
+        self.on_record_seen(partition, offset)
+        self._hear(event.job_id, JobStatus(event.status), forwarded=True)
 
-        Callbacks can arrive in any order: a late ``in_progress`` must never undo a ``completed`` already heard.
-        """
+    def on_webhook(self, job_id: str, status: JobStatus) -> str:
+        """A provider callback received over HTTP; returns what was done with it (for the HTTP response), or
+        ``NOT_WATCHED_HERE`` when the caller must forward it to the job's owner through the jobs topic."""
         self.webhooks_received += 1
+        return self._hear(job_id, status, forwarded=False)
+
+    def _hear(self, job_id: str, status: JobStatus, *, forwarded: bool) -> str:
+        """Callbacks can arrive in any order: a late ``in_progress`` must never undo a ``completed`` already heard."""
         if job_id in self._settled:
             return "already settled"
         job = self.scheduler.get(job_id)
         if job is None:
-            # The webhook can beat the JobSubmitted record; keep it until that arrives (a final status wins).
-            earlier = self._early_webhooks.pop(job_id)
-            self._early_webhooks.add(job_id, earlier if earlier in TERMINAL else status)
+            if not forwarded:
+                return NOT_WATCHED_HERE
+            self.note_early(job_id, status)
             return "noted before the job was seen"
         self._apply_webhook(job, status)
         return "checking" if status in TERMINAL else "noted"
+
+    def note_early(self, job_id: str, status: JobStatus) -> None:
+        """Keep a status heard before the job's JobSubmitted was read, until it is (a final status wins)."""
+        earlier = self._early_webhooks.pop(job_id)
+        self._early_webhooks.add(job_id, earlier if earlier in TERMINAL else status)
 
     def _apply_webhook(self, job: PendingJob, status: JobStatus) -> None:
         job.webhooks_arriving = True

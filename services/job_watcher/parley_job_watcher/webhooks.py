@@ -1,12 +1,18 @@
-"""POST /webhooks/jobs: the provider's job status callbacks, taken as hints and confirmed before acting."""
+"""POST /webhooks/jobs: the provider's job status callbacks, taken as hints and confirmed before acting.
+
+Any replica may receive a callback (a Kubernetes Service spreads them). One about a job this replica is not
+watching is written to the jobs topic as a ``JobStatusReported``, so the replica that owns the job's partition reads
+it within milliseconds instead of waiting for its next poll; the callback is answered once that record is committed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
 from fastapi import APIRouter, Depends, Request
 from parley_shared.api_keys import ApiKeyCheck
-from parley_shared.events import IdStr
+from parley_shared.events import IdStr, JobStatusReported
 from parley_shared.http_errors import ApiProblem
 from parley_shared.logs import bind_ids
 from parley_shared.provider import JobStatus
@@ -14,7 +20,11 @@ from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature_matches
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from parley_job_watcher.metrics import webhook_received
-from parley_job_watcher.watch import JobWatch
+from parley_job_watcher.watch import NOT_WATCHED_HERE, JobWatch
+
+logger = logging.getLogger("parley.job_watcher")
+
+Forward = Callable[[Sequence[JobStatusReported]], Awaitable[None]]
 
 
 class JobStatusCallback(BaseModel):
@@ -53,9 +63,24 @@ class WatchStatus(BaseModel):
     webhooks_received: int = Field(alias="webhooksReceived", description="callbacks received since start")
 
 
+def status_reports(callback: JobStatusCallback, job_id: str, partitions: Collection[int]) -> list[JobStatusReported]:
+    """The records that take a callback to the job's owner: one keyed by the conversation when the callback names
+    it, else one on every partition of the jobs topic (the owner is one of their readers)."""
+    common = {"request_id": job_id, "job_id": job_id, "status": callback.status.value}
+    if callback.conversation_id is not None:
+        return [JobStatusReported(conversation_id=callback.conversation_id, **common)]
+    return [JobStatusReported(partition=partition, **common) for partition in sorted(partitions)]
+
+
 def webhook_router(
-    watch: JobWatch, *, secret: SecretStr | None = None, api_keys: Iterable[SecretStr] = ()
+    watch: JobWatch,
+    *,
+    forward: Forward,
+    jobs_partitions: Callable[[], Collection[int]],
+    secret: SecretStr | None = None,
+    api_keys: Iterable[SecretStr] = (),
 ) -> APIRouter:
+    """``forward`` commits ``JobStatusReported`` records to the jobs topic; ``jobs_partitions`` lists its partitions."""
     router = APIRouter(tags=["webhooks"])
 
     async def verified(request: Request) -> None:
@@ -77,9 +102,24 @@ def webhook_router(
     async def job_status_changed(callback: JobStatusCallback) -> CallbackReceipt:
         job_id = callback.job_id or callback.id
         assert job_id is not None  # guaranteed by the model
-        bind_ids(job_id=job_id)
-        webhook_received("accepted")
-        return CallbackReceipt(job_id=job_id, action=watch.on_webhook(job_id, callback.status))
+        bind_ids(job_id=job_id, conversation_id=callback.conversation_id)
+        action = watch.on_webhook(job_id, callback.status)
+        if action != NOT_WATCHED_HERE:
+            webhook_received("accepted")
+            return CallbackReceipt(job_id=job_id, action=action)
+        reports = status_reports(callback, job_id, jobs_partitions())
+        try:
+            if not reports:
+                raise RuntimeError("the jobs topic's partitions are not known yet")
+            await forward(reports)
+        except Exception as error:
+            # Not lost: answered 503 so the provider delivers it again, and kept here in case this replica owns it.
+            logger.warning("could not forward the callback of job %s to its owner (%s)", job_id, error)
+            watch.note_early(job_id, callback.status)
+            webhook_received("unforwarded")
+            raise ApiProblem(503, "the callback could not be passed to the replica watching this job; retry") from error
+        webhook_received("forwarded")
+        return CallbackReceipt(job_id=job_id, action="forwarded to the replica watching the job")
 
     @router.get(
         "/status",

@@ -39,6 +39,11 @@ def conversation_key(event: Any) -> bytes | None:
     return conversation_id.encode() if conversation_id else None
 
 
+def partition_by_key(_: Any) -> int | None:
+    """The producer's partitioner places the record by its key."""
+    return None
+
+
 def _event_classes(events: Any) -> tuple[type[BaseModel], ...]:
     """The model classes of ``events``: one model, a union of them, or an ``Annotated`` discriminated union."""
     if typing.get_origin(events) is typing.Annotated:
@@ -55,13 +60,15 @@ class Stream(Generic[EventT]):
     """A topic and the events a hop reads from it or writes to it.
 
     ``events`` is a model or a (discriminated) union of models; ``on_committed`` is called for each event written
-    here once its transaction has committed, which is where per-outcome metrics are counted.
+    here once its transaction has committed, which is where per-outcome metrics are counted. ``partition`` names an
+    event's partition outright, for the rare event that cannot be placed by its key.
     """
 
     topic: str
     events: Any
     description: str
     key: Callable[[EventT], bytes | None] = conversation_key
+    partition: Callable[[EventT], int | None] = partition_by_key
     on_committed: Callable[[EventT], None] | None = None
 
     @functools.cached_property
@@ -86,7 +93,7 @@ class Stream(Generic[EventT]):
     def record(self, event: EventT) -> OutgoingRecord:
         wire = getattr(event, "to_wire", None)
         value = wire() if wire is not None else event.model_dump_json(by_alias=True, exclude_none=True).encode()
-        return OutgoingRecord(topic=self.topic, key=self.key(event), value=value)
+        return OutgoingRecord(topic=self.topic, key=self.key(event), partition=self.partition(event), value=value)
 
 
 class UndeclaredOutput(Exception):

@@ -29,6 +29,7 @@ class OutgoingRecord:
     topic: str
     value: bytes
     key: bytes | None = None
+    partition: int | None = None  # None: the producer's partitioner picks it from the key
     headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
 
 
@@ -137,7 +138,10 @@ class TransactionalPublisher:
         try:
             async with producer.transaction():
                 records = [r for pending in batch for r in pending.records]
-                sends = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
+                sends = [
+                    await producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers))
+                    for r in records
+                ]
                 await asyncio.gather(*sends)
                 for group_id, consumed in offsets.items():
                     await producer.send_offsets_to_transaction(consumed, group_id)
@@ -177,4 +181,6 @@ class BrokerPublisher:
         group_id: str | None = None,
     ) -> None:
         for r in records:
-            await self._broker.publish(r.value, r.topic, key=r.key, headers={k: v.decode() for k, v in r.headers})
+            await self._broker.publish(
+                r.value, r.topic, key=r.key, partition=r.partition, headers={k: v.decode() for k, v in r.headers}
+            )
