@@ -37,6 +37,8 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(dead_letters_app, name="dead-letters")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+# job-watcher's webhook in `parley demo`, on its default port.
+DEMO_WEBHOOK_URL = "http://127.0.0.1:8702/webhooks/jobs"
 AUDIO_TYPES = {
     ".wav": "audio/wav",
     ".mp3": "audio/mpeg",
@@ -355,12 +357,18 @@ def demo(
             provider_url = stack.start("provider-double", ready_path="/_double/jobs").url
         elif provider_url is None:
             typer.echo("Starting Parley's engine (offline speech-to-text and analysis) on 127.0.0.1:8700…")
-            provider_url = stack.start("engine", ready_path="/healthz", timeout=120).url
+            # The engine calls back only public addresses, and the job-watcher it was told to trust.
+            provider_url = stack.start(
+                "engine",
+                ready_path="/healthz",
+                timeout=120,
+                extra_env={"PARLEY_TRUSTED_WEBHOOK_URLS": DEMO_WEBHOOK_URL},
+            ).url
         stack.env["PARLEY_API_URL"] = provider_url
         typer.echo(f"Starting ingest, job-watcher and insight-fetcher (logs in {log_dir})…")
         stack.start("job-watcher")
         stack.start("insight-fetcher")
-        stack.start("ingest", extra_env={"PARLEY_WEBHOOK_URL": "http://127.0.0.1:8702/webhooks/jobs"})
+        stack.start("ingest", extra_env={"PARLEY_WEBHOOK_URL": DEMO_WEBHOOK_URL})
         paths = files or [SAMPLES / "meeting.json", SAMPLES / "support-call.ogg"]
         settings = ParleySettings(kafka_bootstrap_servers=bootstrap)
         code = asyncio.run(

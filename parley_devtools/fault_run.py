@@ -251,6 +251,7 @@ def start_faulty_pipeline(work_dir: Path, run_id: str, seed: int) -> FaultyPipel
     }
     stack = LocalStack(log_dir=work_dir / "logs", env=env)
     pipeline = FaultyPipeline(kafka, stack, topics, service_env={})
+    watcher_port = free_port()
     try:
         engine = stack.start(
             "engine",
@@ -258,6 +259,8 @@ def start_faulty_pipeline(work_dir: Path, run_id: str, seed: int) -> FaultyPipel
             timeout=120,
             extra_env={
                 **ENGINE_FAULTS,
+                # The engine calls back only public addresses and the job-watcher it trusts.
+                "PARLEY_TRUSTED_WEBHOOK_URLS": f"http://127.0.0.1:{watcher_port}/webhooks/jobs",
                 "PARLEY_ENGINE_FAULTS_SEED": str(seed),
                 "PARLEY_ENGINE_DATA_DIR": str(work_dir / "engine-data"),
                 "PARLEY_WORKERS": "1",
@@ -266,7 +269,7 @@ def start_faulty_pipeline(work_dir: Path, run_id: str, seed: int) -> FaultyPipel
             },
         )
         stack.env["PARLEY_API_URL"] = engine.url
-        watcher = stack.start("job-watcher", port=free_port(), timeout=120)
+        watcher = stack.start("job-watcher", port=watcher_port, timeout=120)
         stack.start("insight-fetcher", port=free_port(), timeout=120)
         pipeline.service_env["ingest"] = {"PARLEY_WEBHOOK_URL": f"{watcher.url}/webhooks/jobs"}
         stack.start("ingest", port=free_port(), extra_env=pipeline.service_env["ingest"], timeout=120)

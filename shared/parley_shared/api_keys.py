@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -17,17 +17,11 @@ from pydantic import BeforeValidator, SecretStr
 from pydantic_settings import NoDecode
 
 from parley_shared.http_errors import ApiProblem
+from parley_shared.settings import split_commas
 
-
-def _split_keys(value: Any) -> Any:
-    """``PARLEY_API_KEYS=key-a,key-b``: a comma-separated list; blanks around and between keys are dropped."""
-    if isinstance(value, str):
-        return [key.strip() for key in value.split(",") if key.strip()]
-    return value
-
-
-# A settings field type: ``api_keys: ApiKeys = ()``. NoDecode keeps pydantic-settings from expecting JSON.
-ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_keys)]
+# A settings field type: ``api_keys: ApiKeys = ()``, given as ``PARLEY_API_KEYS=key-a,key-b``. NoDecode keeps
+# pydantic-settings from expecting JSON.
+ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(split_commas)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key as a bearer token")
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="an API key")

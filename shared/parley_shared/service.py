@@ -20,6 +20,7 @@ from faststream.kafka import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
 from parley_shared.events import DeadLetter
+from parley_shared.exposure import api_document_routes
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
@@ -242,7 +243,13 @@ class PipelineService:
         def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
             return self.running(resources=resources, loops=loops, before_stop=before_stop)
 
-        app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=http_telemetry())
+        app = FastAPI(
+            title=title,
+            version="0.1.0",
+            lifespan=lifespan,
+            telemetry=http_telemetry(),
+            **api_document_routes(self.settings.api_docs),
+        )
         install_error_handlers(app)
         trace_http_app(app)
         for router in routers:

@@ -5,15 +5,26 @@ Everything is read by pydantic-settings with the ``PARLEY_`` prefix; nothing els
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The engine's documented development credential pair (see the README); a deployment sets its own.
 DEVELOPMENT_APP_ID = "parley-dev"
 DEVELOPMENT_APP_SECRET = "parley-dev-secret"
 DEFAULT_API_URL = "http://127.0.0.1:8700"
+
+
+def split_commas(value: Any) -> Any:
+    """``PARLEY_X=a,b``: a comma-separated list; blanks around and between items are dropped."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# A settings field type for a list given as ``a,b``. NoDecode keeps pydantic-settings from expecting JSON.
+CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_commas)]
 
 
 class TopicNames(BaseModel):
@@ -109,6 +120,12 @@ class ParleySettings(BaseSettings):
     )
     consumer_stall_seconds: float = Field(
         120.0, gt=0, description="liveness fails when records wait but none were handled for this long"
+    )
+    api_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json (off: they map every route)")
+    allow_open_access: bool = Field(
+        False,
+        description="start on an address beyond loopback without the credentials that guard the service "
+        "(API keys, webhook secret); only for a network you trust completely",
     )
 
     def model_post_init(self, __context: object) -> None:

@@ -20,6 +20,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -194,26 +195,40 @@ async def check_url(
     return CheckedUrl(url=parsed, host=host, port=port, addresses=tuple(addresses))
 
 
-def _pinned_request(client: httpx.AsyncClient, target: CheckedUrl, address: IPAddress) -> httpx.Request:
-    """A GET of ``target.url`` sent to ``address``, with the name kept for ``Host`` and TLS (SNI, certificate)."""
+def _pinned_request(
+    client: httpx.AsyncClient,
+    target: CheckedUrl,
+    address: IPAddress,
+    *,
+    method: str = "GET",
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_seconds: float | None = None,
+) -> httpx.Request:
+    """A request for ``target.url`` sent to ``address``, with the name kept for ``Host`` and TLS (SNI, certificate)."""
     default_port = DEFAULT_PORTS[target.url.scheme]
     name = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal keeps its brackets
     host_header = name if target.port == default_port else f"{name}:{target.port}"
     extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
     return client.build_request(
-        "GET",
+        method,
         target.url.copy_with(host=str(address), port=target.port),
-        headers={"Host": host_header},
+        content=content,
+        headers={**(headers or {}), "Host": host_header},
         extensions=extensions,
+        timeout=httpx.USE_CLIENT_DEFAULT if timeout_seconds is None else timeout_seconds,
     )
 
 
-async def _send_pinned(client: httpx.AsyncClient, target: CheckedUrl) -> httpx.Response:
-    """Open the response from the first checked address that accepts a connection."""
+async def _send_pinned(
+    client: httpx.AsyncClient, target: CheckedUrl, *, stream: bool = True, **request: Any
+) -> httpx.Response:
+    """The response from the first checked address that accepts a connection (opened, when ``stream``)."""
     failure: httpx.TransportError | None = None
     for address in target.addresses:
         try:
-            return await client.send(_pinned_request(client, target, address), stream=True, follow_redirects=False)
+            pinned = _pinned_request(client, target, address, **request)
+            return await client.send(pinned, stream=stream, follow_redirects=False)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             failure = error  # e.g. "localhost" answered ::1 first and the server listens on 127.0.0.1 only
     assert failure is not None  # check_url never returns an empty address list
@@ -251,3 +266,21 @@ async def stream_checked_url(
             await response.aclose()
         return
     raise UnfetchableUrl(f"the URL redirected more than {max_redirects} times")
+
+
+async def post_checked_url(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    content: bytes,
+    headers: dict[str, str],
+    timeout_seconds: float,
+    resolve: Resolver = system_resolver,
+    fetcher: str = "this server",
+) -> httpx.Response:
+    """POST ``content`` to ``url`` (a callback), connecting only to checked public addresses; redirects are not
+    followed. Raises ``UnfetchableUrl`` for a refused URL and httpx errors for network failures."""
+    target = await check_url(url, resolve=resolve, fetcher=fetcher)
+    return await _send_pinned(
+        client, target, stream=False, method="POST", content=content, headers=headers, timeout_seconds=timeout_seconds
+    )

@@ -617,6 +617,8 @@ def test_ingest_gives_the_provider_job_watchers_webhook_and_everyone_the_engine(
     )
     generated = manifests.environment("engine")
     assert len(generated["PARLEY_APP_SECRET"]) >= 32 and len(generated["PARLEY_WEBHOOK_SECRET"]) >= 32
+    # The engine calls back this release's job-watcher although it is not a public address, and nothing else.
+    assert generated["PARLEY_TRUSTED_WEBHOOK_URLS"] == manifests.environment("ingest")["PARLEY_WEBHOOK_URL"]
 
 
 def test_an_external_provider_replaces_the_engine() -> None:
@@ -627,17 +629,20 @@ def test_an_external_provider_replaces_the_engine() -> None:
         environment = manifests.environment(service)
         assert environment["PARLEY_PROVIDER__URL"] == "https://api.symbl.ai"
         assert environment["PARLEY_PROVIDER__APP_SECRET"] == "my-symbl-app-secret"
-    # The provider cannot reach a cluster-internal callback URL: job-watcher polls, and accepts no unsigned callbacks
-    # it was not told to expect.
+    # The provider cannot reach a cluster-internal callback URL: job-watcher polls, and refuses callbacks not signed
+    # with its (generated) secret.
     assert "PARLEY_WEBHOOK_URL" not in manifests.environment("ingest")
-    assert "PARLEY_WEBHOOK_SECRET" not in manifests.environment("job-watcher")
+    assert len(manifests.environment("job-watcher")["PARLEY_WEBHOOK_SECRET"]) >= 32
 
 
 def test_api_keys_reach_ingest_and_job_watcher() -> None:
     manifests = rendered_value_set("hpa")
     assert manifests.environment("ingest")["PARLEY_API_KEYS"] == "ingest-key-one,ingest-key-two"
     assert manifests.environment("job-watcher")["PARLEY_API_KEYS"] == "status-key"
-    assert "PARLEY_API_KEYS" not in rendered_value_set("defaults").environment("ingest")
+    # Secure by default: without keys of yours, each API gets a generated one, and they differ.
+    defaults = rendered_value_set("defaults")
+    generated = [defaults.environment(service)["PARLEY_API_KEYS"] for service in ("ingest", "job-watcher")]
+    assert all(len(key) >= 32 for key in generated) and generated[0] != generated[1]
 
 
 def test_an_existing_secret_and_tls_files_are_wired_in() -> None:
@@ -655,7 +660,8 @@ def test_an_existing_secret_and_tls_files_are_wired_in() -> None:
         assert environment["PARLEY_KAFKA__SSL_CERTFILE"] == f"{mount['mountPath']}/tls.crt"
         assert environment["PARLEY_KAFKA__SSL_KEYFILE"] == f"{mount['mountPath']}/tls.key"
     assert set(manifests.secret_references("ingest")) >= {"PARLEY_PROVIDER__APP_SECRET", "PARLEY_API_KEYS"}
-    assert manifests.secret_references("ingest")["PARLEY_API_KEYS"]["optional"] is True
+    # Required: a Secret without the key keeps ingest from starting open.
+    assert "optional" not in manifests.secret_references("ingest")["PARLEY_API_KEYS"]
 
 
 def test_several_engine_replicas_share_postgres_and_a_media_volume() -> None:

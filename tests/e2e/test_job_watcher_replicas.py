@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
+from parley_job_watcher.webhooks import partition_of
 from parley_shared.events import InsightsReady
 from parley_shared.settings import KafkaSettings, TopicNames
 from prometheus_client.parser import text_string_to_metric_families
@@ -100,12 +100,6 @@ async def partition_owners(watchers: Watchers, *, within_seconds: float = 60.0) 
             await asyncio.sleep(0.5)
 
 
-def partition_of(conversation_id: str) -> int:
-    """Where the producer's default partitioner puts a record keyed by this conversation."""
-    everything = list(range(PARTITIONS))
-    return int(DefaultPartitioner()(conversation_id.encode(), everything, everything))
-
-
 async def submit(watchers: Watchers, client: httpx.AsyncClient, webhook_url: str) -> dict[str, str]:
     body = {"messages": MESSAGES, "webhookUrl": webhook_url}
     response = await client.post(f"{watchers.ingest}/v1/process/text", json=body)
@@ -160,7 +154,9 @@ async def test_callbacks_reaching_any_replica_settle_jobs_without_waiting_for_a_
 
     assert sorted(event.job_id for event in arrived) == sorted(job["jobId"] for job in jobs)  # each exactly once
     receivers = {job["jobId"]: watchers.urls[n % REPLICAS] for n, job in enumerate(jobs)}
-    elsewhere = [job for job in jobs if owners[partition_of(job["conversationId"])] != receivers[job["jobId"]]]
+    elsewhere = [
+        job for job in jobs if owners[partition_of(job["conversationId"], range(PARTITIONS))] != receivers[job["jobId"]]
+    ]
     assert elsewhere, "some callbacks must have reached a replica that does not own the job"
     # scheduled, in_progress and completed each reached the wrong replica for those jobs, and went on through Kafka
     assert after.get("forwarded", 0) - before.get("forwarded", 0) >= 3 * len(elsewhere)
@@ -177,7 +173,7 @@ async def test_a_callback_without_a_conversation_reaches_the_owner_through_every
     ):
         # Symbl's documented callback names only the job: the double's own callbacks go nowhere here.
         job = await submit(watchers, client, "http://127.0.0.1:9/webhooks/jobs")
-        owner = owners[partition_of(job["conversationId"])]
+        owner = owners[partition_of(job["conversationId"], range(PARTITIONS))]
         stranger = next(url for url in watchers.urls if url != owner)
         for _ in range(100):
             jobs = (await client.get(f"{watchers.double}/_double/jobs")).json()["jobs"]

@@ -97,6 +97,7 @@ def ingest_schema() -> Iterator[Any]:
         instance_id=f"fuzz-{topics_run}",
         max_upload_bytes=4096,
         webhook_url="http://127.0.0.1:9/webhooks/jobs",
+        api_docs=True,  # the schema is what the fuzzer reads
     )
     # Accepted submissions' JobSubmitted events are committed to a recording publisher instead of Kafka.
     app = create_ingest(ingest_settings, provider=FakeAsyncApi(), publisher=RecordingPublisher())
@@ -106,7 +107,9 @@ def ingest_schema() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def job_watcher_schema() -> Iterator[Any]:
-    watcher_settings = JobWatcherSettings(kafka_bootstrap_servers="127.0.0.1:9", instance_id="fuzz-watcher")
+    watcher_settings = JobWatcherSettings(
+        kafka_bootstrap_servers="127.0.0.1:9", instance_id="fuzz-watcher", api_docs=True
+    )
     # Forwarded callbacks are committed to a recording publisher, over a jobs topic of three partitions.
     app = create_job_watcher(
         watcher_settings,
@@ -126,7 +129,7 @@ def engine_token_headers() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def engine_schema(engine_token_headers: dict[str, str]) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="parley-fuzz-engine-") as data_dir:
-        engine = engine_settings(Path(data_dir), webhook_max_attempts=1, webhook_timeout_seconds=0.5)
+        engine = engine_settings(Path(data_dir), webhook_max_attempts=1, webhook_timeout_seconds=0.5, api_docs=True)
         analyzer, recognizer = FakeAnalyzer(), FakeRecognizer()
         app = create_engine(engine, analyzer_factory=lambda: analyzer, recognizer_factory=lambda: recognizer)
         schema = schema_of(app)  # starts the engine's lifespan

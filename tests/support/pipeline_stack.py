@@ -79,6 +79,9 @@ def running_pipeline(
             "PARLEY_JOB_LEASE_SECONDS": "5",
         },
     }
+    watcher_port = free_port()
+    # The engine calls back only public addresses and the job-watcher it trusts.
+    extra_env["engine"]["PARLEY_TRUSTED_WEBHOOK_URLS"] = f"http://127.0.0.1:{watcher_port}/webhooks/jobs"
     try:
         if provider == "engine":
             api = stack.start("engine", port=free_port(), timeout=120, extra_env=extra_env["engine"])
@@ -90,7 +93,7 @@ def running_pipeline(
                 extra_env={"PARLEY_DOUBLE_SCHEDULED_SECONDS": "0.2", "PARLEY_DOUBLE_PROCESSING_SECONDS": "1.0"},
             )
         stack.env["PARLEY_API_URL"] = api.url
-        watcher = stack.start("job-watcher", port=free_port())
+        watcher = stack.start("job-watcher", port=watcher_port)
         stack.start("insight-fetcher", port=free_port())
         extra_env["ingest"] = {"PARLEY_WEBHOOK_URL": f"{watcher.url}/webhooks/jobs"}
         stack.start("ingest", port=free_port(), extra_env=extra_env["ingest"])

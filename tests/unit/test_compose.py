@@ -460,3 +460,77 @@ def test_the_locked_dependency_set_covers_what_the_image_imports(compose: dict[s
         needed[executable] = canonical(executable)
     missing = {module: distribution for module, distribution in needed.items() if distribution not in installed}
     assert missing == {}, f"{package}'s locked dependencies lack these imports' distributions: {missing}"
+
+
+COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<word>[^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    """A ``${NAME:?message}`` whose variable is unset or empty: compose refuses to start with ``message``."""
+
+
+def interpolated(value: str, variables: Mapping[str, str]) -> str:
+    """``value`` as compose interpolates it from ``variables`` (``.env`` and the shell): ``${NAME}``,
+    ``${NAME:-default}`` and ``${NAME:?error}``."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, op, word = match["name"], match["op"], match["word"]
+        current = variables.get(name, "")
+        if op == ":?" and not current:
+            raise MissingVariable(f"{name}: {word}")
+        if op == ":-" and not current:
+            return word
+        return current
+
+    return COMPOSE_VARIABLE.sub(replace, value)
+
+
+def generated_env_file(tmp_path: Path) -> dict[str, str]:
+    """Run scripts/compose-env in a copy of the repository layout and read the ``.env`` it writes."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "compose-env", tmp_path / "scripts" / "compose-env")
+    subprocess.run([str(tmp_path / "scripts" / "compose-env")], check=True, capture_output=True)
+    env_file = tmp_path / ".env"
+    assert env_file.stat().st_mode & 0o077 == 0, "the secrets file is readable by its owner only"
+    lines = [line for line in env_file.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_compose_refuses_to_start_without_secrets(compose: dict[str, Any]) -> None:
+    for service in ("engine", "ingest", "job-watcher"):
+        environment = compose_environment(compose["services"][service])
+        with pytest.raises(MissingVariable, match="scripts/compose-env"):
+            for value in environment.values():
+                interpolated(value, {})
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS_BY_SERVICE))
+def test_with_generated_secrets_every_service_starts_guarded(
+    compose: dict[str, Any], service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings each container reads (its image's environment, then compose's, interpolated from the
+    generated .env) pass the service's own check for listening beyond loopback, with nothing left open."""
+    variables = generated_env_file(tmp_path)
+    assert len(set(variables.values())) == 3, "three distinct secrets"
+    image = image_environment(read_dockerfile(dockerfile_of(compose, service)))
+    environment = {
+        name: interpolated(value, variables)
+        for name, value in compose_environment(compose["services"][service]).items()
+    }
+    for name, value in {**image, **environment}.items():
+        if name.startswith("PARLEY_"):
+            monkeypatch.setenv(name, value)
+    settings: Any = SETTINGS_BY_SERVICE[service]()
+    assert settings.http_host == "0.0.0.0"
+    assert not settings.allow_open_access and not settings.api_docs
+    if service == "ingest":
+        assert [key.get_secret_value() for key in settings.api_keys] == [variables["PARLEY_API_KEYS"]]
+    if service in ("engine", "job-watcher"):
+        assert settings.webhook_secret.get_secret_value() == variables["PARLEY_WEBHOOK_SECRET"]
+    if service == "engine":
+        assert settings.app_secret.get_secret_value() == variables["PARLEY_APP_SECRET"]
+        webhook_url = compose_environment(compose["services"]["ingest"])["PARLEY_WEBHOOK_URL"]
+        assert settings.may_call_back(webhook_url) and not settings.may_call_back("http://kafka:19092/")

@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from fastapi import FastAPI
 from parley_job_watcher.scheduler import PollPolicy
 from parley_job_watcher.watch import NOT_WATCHED_HERE, JobWatch
-from parley_job_watcher.webhooks import webhook_router
+from parley_job_watcher.webhooks import partition_of, webhook_router
 from parley_shared.events import JobCompleted, JobFailed
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.provider import JobStatus
@@ -574,6 +574,34 @@ async def test_a_callback_for_a_job_watched_elsewhere_goes_to_its_owner_through_
     # ... and without one, a copy goes to every partition: the owner reads one of them.
     assert [(r.job_id, r.conversation_id, r.partition) for r in copies] == [("job-b", None, p) for p in (0, 1, 2)]
     assert "job-a" not in watch.scheduler and watch.webhooks_received == 2
+
+
+async def test_a_callback_for_a_partition_read_here_is_kept_here_until_its_job_arrives() -> None:
+    clock = VirtualClock(START)
+    watch = make_watch(clock, FakeJobApi(clock), RecordingPublisher())
+    own = partition_of("conv-job-a", {0, 1, 2})
+    watch.assign(own, committed=0, end=0)
+    forward = ForwardedCallbacks()
+    app = webhook_app(watch, forward=forward)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://watcher.test") as client:
+        kept = await client.post(
+            "/webhooks/jobs", json={"jobId": "job-a", "conversationId": "conv-job-a", "status": "completed"}
+        )
+        elsewhere = await client.post(
+            "/webhooks/jobs",
+            json={"jobId": "job-b", "conversationId": next_conversation_elsewhere(own), "status": "completed"},
+        )
+
+    assert kept.json()["action"] == "noted before the job was seen"
+    assert elsewhere.json()["action"] == "forwarded to the replica watching the job"
+    assert [report.job_id for report in forward.reports] == ["job-b"]
+    watch.on_submitted(submitted("job-a", START), partition=own, offset=0)
+    assert watch.scheduler.next_due() == START  # checked at once: the kept callback said completed
+
+
+def next_conversation_elsewhere(partition: int) -> str:
+    """A conversation id whose records go to another partition of a 3-partition jobs topic."""
+    return next(f"conv-{n}" for n in range(100) if partition_of(f"conv-{n}", {0, 1, 2}) != partition)
 
 
 async def test_a_callback_that_cannot_be_forwarded_is_refused_so_the_provider_sends_it_again() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
-from parley_shared.url_safety import UnfetchableUrl, check_url, stream_checked_url
+from parley_shared.url_safety import UnfetchableUrl, check_url, post_checked_url, stream_checked_url
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
@@ -235,3 +235,30 @@ async def test_the_next_checked_address_is_tried_when_one_refuses_the_connection
     ):
         assert await response.aread() == b"ok"
     assert seen == [PUBLIC_V6, PUBLIC_V4]
+
+
+async def test_a_callback_is_posted_to_the_checked_address_and_a_rebound_name_is_refused() -> None:
+    transport, seen = recording_transport({PUBLIC_V4: httpx.Response(202)})
+    resolve = FakeResolver({"hooks.example": [[PUBLIC_V4], ["10.1.2.3"]]})
+    async with httpx.AsyncClient(transport=transport) as client:
+        answered = await post_checked_url(
+            client,
+            "https://hooks.example/jobs",
+            content=b'{"status":"completed"}',
+            headers={"Content-Type": "application/json"},
+            timeout_seconds=2.0,
+            resolve=resolve,
+        )
+        # The same name, now resolving into the private network: refused before any connection.
+        with pytest.raises(UnfetchableUrl, match=r"private address 10\.1\.2\.3"):
+            await post_checked_url(
+                client, "https://hooks.example/jobs", content=b"{}", headers={}, timeout_seconds=2.0, resolve=resolve
+            )
+    assert answered.status_code == 202
+    [request] = seen
+    assert (request.method, str(request.url), request.headers["host"]) == (
+        "POST",
+        f"https://{PUBLIC_V4}/jobs",
+        "hooks.example",
+    )
+    assert request.content == b'{"status":"completed"}'

@@ -178,6 +178,10 @@ Argument: dict "root" $ "component" "<service>".
 {{- $_ := set $data "PARLEY_APP_ID" $root.Values.provider.appId }}
 {{- $_ := set $data "PARLEY_ENGINE_DATA_DIR" "/var/lib/parley/engine" }}
 {{- $_ := set $data "PARLEY_WORKERS" (toString $values.workers) }}
+{{- /* The engine calls back only public addresses, and this release's job-watcher. */}}
+{{- with include "parley.webhookUrl" $root }}
+{{- $_ := set $data "PARLEY_TRUSTED_WEBHOOK_URLS" . }}
+{{- end }}
 {{- else }}
 {{- $kafka := $root.Values.kafka }}
 {{- $_ := set $data "PARLEY_KAFKA__BOOTSTRAP_SERVERS" $kafka.bootstrapServers }}

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from parley_shared.exposure import api_document_routes
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.metrics import serve_metrics
 from parley_shared.service import configure_observability
@@ -142,6 +143,7 @@ def create_app(
         description="A self-hosted, Symbl.ai-compatible conversation-intelligence API with offline analysis.",
         lifespan=lifespan,
         telemetry=http_telemetry(),
+        **api_document_routes(settings.api_docs),
     )
     install_error_handlers(app)
     trace_http_app(app)

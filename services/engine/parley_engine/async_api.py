@@ -43,6 +43,7 @@ from parley_engine.store import (
     NewJob,
     TooManyJobs,
 )
+from parley_engine.webhooks import webhook_refusal
 
 CONVERSATION_NOT_FOUND = "The conversationId is either invalid or does not exist."
 
@@ -118,6 +119,11 @@ class Submissions:
             return too_many_jobs(self.settings.max_concurrent_jobs)
         return None
 
+    async def refuse_unreachable_webhook(self, url: str | None) -> None:
+        """400 for a webhookUrl the engine will not call (a non-public address it was not told to trust)."""
+        if url is not None and (refusal := await webhook_refusal(url, self.settings)) is not None:
+            raise ApiProblem(400, refusal)
+
     async def accept(
         self,
         *,
@@ -134,6 +140,7 @@ class Submissions:
             job_options = options.job_options(speech=source != "text")
         except ValidationError as error:
             raise invalid(error) from None
+        await self.refuse_unreachable_webhook(options.webhook_url)
         job = NewJob(
             id=job_id or new_job_id(),
             kind=kind,
@@ -282,6 +289,7 @@ def build_async_router() -> APIRouter:
             expected = "audio/* (e.g. audio/wav, audio/mpeg) or none" if family == "audio" else "video/* (video/mp4)"
             raise ApiProblem(415, f"unsupported Content-Type {request.headers.get('content-type')!r}: use {expected}")
         job_id = new_job_id()
+        await submissions.refuse_unreachable_webhook(options.webhook_url)  # before the upload is read
         path = await submissions.media_body(request, job_id)
         return await submissions.accept(
             kind=family, source=family, options=options, conversation_id=conversation_id, job_id=job_id, input_path=path

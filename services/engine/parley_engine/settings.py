@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
+from parley_shared.exposure import refuse_open_access
+from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET, CommaSeparated
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -122,6 +123,18 @@ class EngineSettings(BaseSettings):
         description="where a stream's job reports its status when its start_request names no webhookUrl; "
         "unset: no webhook",
     )
+    trusted_webhook_urls: CommaSeparated = Field(
+        (),
+        description="comma-separated URL prefixes the engine may call back although they are not public (your "
+        "job-watcher, e.g. http://job-watcher:8702/webhooks/jobs); other non-public webhook URLs are refused "
+        "unless PARLEY_ALLOW_PRIVATE_MEDIA_URLS",
+    )
+    api_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json (off: they map every route)")
+    allow_open_access: bool = Field(
+        False,
+        description="start on an address beyond loopback with the development appSecret or without a webhook "
+        "secret; only for a network you trust completely",
+    )
     log_level: str = Field("INFO", description="log level of the engine")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json lines, or aligned text for people; auto picks text when stderr is a terminal"
@@ -132,6 +145,20 @@ class EngineSettings(BaseSettings):
         if self.database_url is None:
             self.database_url = f"sqlite+aiosqlite:///{self.engine_data_dir / 'engine.db'}"
         return self
+
+    @model_validator(mode="after")
+    def _guarded_beyond_loopback(self) -> EngineSettings:
+        missing = []
+        if self.app_secret.get_secret_value() == DEVELOPMENT_APP_SECRET:
+            missing.append("its own PARLEY_APP_SECRET (the development one is published)")
+        if self.webhook_secret is None:
+            missing.append("PARLEY_WEBHOOK_SECRET (callbacks would be unsigned)")
+        refuse_open_access("the engine", self.http_host, missing, allow_open_access=self.allow_open_access)
+        return self
+
+    def may_call_back(self, url: str) -> bool:
+        """Whether a webhook URL is let through to a non-public address (an operator's own receiver)."""
+        return self.allow_private_media_urls or any(url.startswith(prefix) for prefix in self.trusted_webhook_urls)
 
     @property
     def resolved_database_url(self) -> str:

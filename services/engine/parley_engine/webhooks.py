@@ -17,6 +17,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from parley_shared.url_safety import Resolver, UnfetchableUrl, check_url, post_checked_url, system_resolver
 from parley_shared.webhook_signatures import SIGNATURE_HEADER, signature
 
 from parley_engine.faults import WebhookFaults
@@ -30,6 +31,22 @@ __all__ = ["SIGNATURE_HEADER", "WebhookSender", "retry_delay", "signature"]
 RETRYABLE_STATUSES = frozenset({408, 429})
 DELIVERY_HEADER = "X-Parley-Delivery"
 EVENT_HEADER = "X-Parley-Event"
+
+
+async def webhook_refusal(url: str, settings: EngineSettings, *, resolve: Resolver = system_resolver) -> str | None:
+    """Why the engine will not call ``url`` back, or None. Like media URLs, webhook URLs must reach public addresses
+    (a caller could otherwise make the engine POST into its own network), unless the URL starts with one of
+    ``PARLEY_TRUSTED_WEBHOOK_URLS`` (the operator's own job-watcher) or ``PARLEY_ALLOW_PRIVATE_MEDIA_URLS`` is on."""
+    if settings.may_call_back(url):
+        return None
+    try:
+        await check_url(url, resolve=resolve, fetcher="this engine")
+    except UnfetchableUrl as error:
+        return (
+            f"webhookUrl refused: {error} (an operator may allow it with PARLEY_TRUSTED_WEBHOOK_URLS, or "
+            "PARLEY_ALLOW_PRIVATE_MEDIA_URLS for local use)"
+        )
+    return None
 
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:
@@ -108,8 +125,13 @@ class WebhookSender:
         }
         if self._settings.webhook_secret is not None:
             headers[SIGNATURE_HEADER] = signature(self._settings.webhook_secret.get_secret_value(), body)
-        return await self._client.post(
-            delivery.url, content=body, headers=headers, timeout=self._settings.webhook_timeout_seconds
+        timeout = self._settings.webhook_timeout_seconds
+        if self._settings.may_call_back(delivery.url):
+            return await self._client.post(delivery.url, content=body, headers=headers, timeout=timeout)
+        # Checked again when sent, and sent to the checked address: a name that resolved to a public address at
+        # submission cannot be re-pointed into the engine's network since (DNS rebinding).
+        return await post_checked_url(
+            self._client, delivery.url, content=body, headers=headers, timeout_seconds=timeout, fetcher="this engine"
         )
 
     async def _deliver(self, delivery: WebhookDeliveryRow) -> None:
@@ -120,6 +142,8 @@ class WebhookSender:
         error: str | None
         try:
             response = await self._post(delivery)
+        except UnfetchableUrl as refused:
+            delivered, final, error = False, True, f"refused: {refused}"
         except httpx.HTTPError as exc:
             delivered, final, error = False, False, f"{type(exc).__name__}: {exc}"
         else:

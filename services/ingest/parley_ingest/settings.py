@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 
 from parley_shared.api_keys import ApiKeys
+from parley_shared.exposure import refuse_open_access
 from parley_shared.settings import ParleySettings
-from pydantic import Field
+from pydantic import Field, model_validator
 
 
 class IngestSettings(ParleySettings):
@@ -32,3 +33,9 @@ class IngestSettings(ParleySettings):
         description="comma-separated keys the HTTP API accepts (Authorization: Bearer or x-api-key); "
         "empty: no authentication",
     )
+
+    @model_validator(mode="after")
+    def _guarded_beyond_loopback(self) -> IngestSettings:
+        missing = [] if self.api_keys else ["PARLEY_API_KEYS (anyone could submit conversations)"]
+        refuse_open_access("ingest", self.http_host, missing, allow_open_access=self.allow_open_access)
+        return self

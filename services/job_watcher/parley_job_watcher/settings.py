@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 
 from parley_shared.api_keys import ApiKeys
+from parley_shared.exposure import refuse_open_access
 from parley_shared.settings import ParleySettings
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 
 class JobWatcherSettings(ParleySettings):
@@ -36,3 +37,9 @@ class JobWatcherSettings(ParleySettings):
         description="the provider's webhook signing secret; when set, unsigned or forged callbacks are refused (401)",
     )
     max_concurrent_polls: int = Field(64, ge=1, description="status requests in flight at once")
+
+    @model_validator(mode="after")
+    def _guarded_beyond_loopback(self) -> JobWatcherSettings:
+        missing = [] if self.webhook_secret else ["PARLEY_WEBHOOK_SECRET (anyone could post job callbacks)"]
+        refuse_open_access("job-watcher", self.http_host, missing, allow_open_access=self.allow_open_access)
+        return self

@@ -109,6 +109,10 @@ class JobWatch:
             if job.partition == partition:
                 self.scheduler.remove(job.job_id)
 
+    def owns(self, partition: int) -> bool:
+        """Whether this replica reads that jobs-topic partition now."""
+        return partition in self.partitions
+
     def commit_positions(self) -> dict[TopicPartition, int]:
         return {TopicPartition(self._jobs_topic, p): progress.safe_offset() for p, progress in self.partitions.items()}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
+from aiokafka.partitioner import DefaultPartitioner
 from fastapi import APIRouter, Depends, Request
 from parley_shared.api_keys import ApiKeyCheck
 from parley_shared.events import IdStr, JobStatusReported
@@ -24,6 +25,7 @@ from parley_job_watcher.watch import NOT_WATCHED_HERE, JobWatch
 
 logger = logging.getLogger("parley.job_watcher")
 
+_DEFAULT_PARTITIONER = DefaultPartitioner()
 Forward = Callable[[Sequence[JobStatusReported]], Awaitable[None]]
 
 
@@ -61,6 +63,12 @@ class WatchStatus(BaseModel):
     )
     status_polls: int = Field(alias="statusPolls", description="GET /v1/job calls since start")
     webhooks_received: int = Field(alias="webhooksReceived", description="callbacks received since start")
+
+
+def partition_of(conversation_id: str, partitions: Collection[int]) -> int:
+    """The jobs-topic partition of a conversation's records, as the producers' default partitioner places them."""
+    everything = sorted(partitions)
+    return int(_DEFAULT_PARTITIONER(conversation_id.encode(), everything, everything))
 
 
 def status_reports(callback: JobStatusCallback, job_id: str, partitions: Collection[int]) -> list[JobStatusReported]:
@@ -102,12 +110,24 @@ def webhook_router(
     async def job_status_changed(callback: JobStatusCallback) -> CallbackReceipt:
         job_id = callback.job_id or callback.id
         assert job_id is not None  # guaranteed by the model
-        bind_ids(job_id=job_id, conversation_id=callback.conversation_id)
+        # The job's id only: the callback is its own trace, not the conversation's.
+        bind_ids(job_id=job_id)
         action = watch.on_webhook(job_id, callback.status)
+        partitions = jobs_partitions()
+        conversation = callback.conversation_id
+        if (
+            action == NOT_WATCHED_HERE
+            and conversation
+            and partitions
+            and watch.owns(partition_of(conversation, partitions))
+        ):
+            # Its JobSubmitted is on a partition this replica reads and has not reached yet: keep it here.
+            watch.note_early(job_id, callback.status)
+            action = "noted before the job was seen"
         if action != NOT_WATCHED_HERE:
             webhook_received("accepted")
             return CallbackReceipt(job_id=job_id, action=action)
-        reports = status_reports(callback, job_id, jobs_partitions())
+        reports = status_reports(callback, job_id, partitions)
         try:
             if not reports:
                 raise RuntimeError("the jobs topic's partitions are not known yet")

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from parley_engine.store.schema import WebhookDeliveryRow
+from parley_engine.store.schema import WebhookDeliveryRow, utc_now
 from parley_engine.webhooks import retry_delay, signature
+from sqlalchemy import update
 
 from tests.support.engine import TEXT_MESSAGES, RunningEngine, engine_settings, http_server, running_engine
 
@@ -134,6 +135,76 @@ async def test_undelivered_webhooks_survive_a_restart(tmp_path: Path) -> None:
                     break
                 assert time.monotonic() < deadline, [(d.job_status, d.state) for d in deliveries]
                 await asyncio.sleep(0.05)
+
+
+async def test_webhook_urls_into_the_engines_network_are_refused_unless_trusted_or_allowed(tmp_path: Path) -> None:
+    receiver = Receiver()
+    async with http_server({"/hook": receiver.handle}) as base:
+        port = base.rsplit(":", 1)[1]
+        settings = engine_settings(
+            tmp_path, allow_private_media_urls=False, trusted_webhook_urls=f"http://127.0.0.1:{port}/hook"
+        )
+        async with running_engine(settings) as engine:
+            refused = {}
+            for url in (f"http://localhost:{port}/hook", "http://10.0.0.8/hook", f"http://127.0.0.1:{port}/other"):
+                response = await engine.client.post(
+                    "/v1/process/text", json={"messages": TEXT_MESSAGES, "webhookUrl": url}, headers=engine.headers
+                )
+                refused[url] = (response.status_code, response.json()["message"])
+            media = await engine.client.post(
+                "/v1/process/audio?webhookUrl=http://10.0.0.8/hook",
+                content=b"RIFF",
+                headers={**engine.headers, "Content-Type": "audio/wav"},
+            )
+            trusted = await engine.client.post(
+                "/v1/process/text",
+                json={"messages": TEXT_MESSAGES, "webhookUrl": f"http://127.0.0.1:{port}/hook"},
+                headers=engine.headers,
+            )
+            await engine.wait_for_job(trusted.json()["jobId"])
+            await receiver.wait_for(3)
+            listed = await engine.client.get("/v1/conversations", headers=engine.headers)
+
+    for status, message in refused.values():
+        assert status == 400
+        assert message.startswith("webhookUrl refused: the URL") and "PARLEY_TRUSTED_WEBHOOK_URLS" in message
+    assert "private address 10.0.0.8" in refused["http://10.0.0.8/hook"][1]
+    assert media.status_code == 400 and "private address 10.0.0.8" in media.json()["message"]
+    assert trusted.status_code == 200
+    assert [conversation["id"] for conversation in listed.json()["conversations"]] == [trusted.json()["conversationId"]]
+
+
+async def test_a_delivery_whose_url_now_resolves_into_the_engines_network_is_given_up_unsent(
+    tmp_path: Path,
+) -> None:
+    """A row written while the URL was acceptable (or by an engine with looser settings) is checked again on send."""
+    receiver = Receiver()
+    async with http_server({"/hook": receiver.handle}) as base:
+        async with running_engine(engine_settings(tmp_path)) as engine:  # private URLs allowed: accepted
+            response = await engine.client.post(
+                "/v1/process/text",
+                json={"messages": TEXT_MESSAGES, "webhookUrl": f"{base}/hook"},
+                headers=engine.headers,
+            )
+            job_id = response.json()["jobId"]
+            await engine.wait_for_job(job_id)
+            await settled_deliveries(engine, job_id)
+        delivered_before = len(receiver.received)
+        strict = engine_settings(tmp_path, allow_private_media_urls=False)
+        async with running_engine(strict) as engine:
+            # As if never sent: pending again, due now.
+            async with engine.components.store.database.write() as session:
+                await session.execute(
+                    update(WebhookDeliveryRow)
+                    .where(WebhookDeliveryRow.job_id == job_id)
+                    .values(state="pending", attempts=0, last_error=None, next_attempt_at=utc_now())
+                )
+            engine.components.webhook_sender.wake()
+            deliveries = await settled_deliveries(engine, job_id)
+
+    assert delivered_before == 3 and len(receiver.received) == 3  # nothing more reached the receiver
+    assert {(d.state, d.attempts) for d in deliveries} == {("failed", 1)}
+    assert all("loopback address 127.0.0.1" in (d.last_error or "") for d in deliveries)
 
 
 def test_signature_and_backoff() -> None:

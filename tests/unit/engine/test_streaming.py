@@ -251,6 +251,27 @@ async def test_bad_input_gets_an_error_frame_and_1008(
     assert errors and errors[0]["details"] == details, client.received
 
 
+async def test_a_webhook_url_into_the_engines_network_is_refused_unless_trusted(
+    tmp_path: Path, decoder: Decoder
+) -> None:
+    trusted = "http://127.0.0.1:9/trusted/"
+    overrides = {"allow_private_media_urls": False, "trusted_webhook_urls": trusted}
+    async with streaming_engine(tmp_path, decoder, **overrides) as engine:
+        async with stream_client(engine.host, "private-hook", engine.token) as client:
+            await client.send_json(start_request(webhookUrl="http://127.0.0.1:9/hook"))
+            code, reason = await client.closed()
+            errors = [f for f in client.received if isinstance(f, dict) and f["type"] == "error"]
+        async with stream_client(engine.host, "trusted-hook", engine.token) as trusted_client:
+            await trusted_client.send_json(start_request(webhookUrl=f"{trusted}jobs"))
+            await trusted_client.until(lambda f: kind(f) == "recognition_started")
+            await trusted_client.send_json({"type": "stop_request"})
+            trusted_code, _ = await trusted_client.closed()
+    assert (code, reason) == (1008, "invalid_start_request")
+    assert "loopback address 127.0.0.1" in errors[0]["message"]
+    assert "PARLEY_TRUSTED_WEBHOOK_URLS" in errors[0]["message"]
+    assert trusted_code == 1000
+
+
 async def test_audio_before_start_a_repeated_start_and_an_oversize_frame_are_refused(
     tmp_path: Path, decoder: Decoder
 ) -> None:

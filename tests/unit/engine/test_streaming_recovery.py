@@ -75,6 +75,8 @@ async def start_engine(data_dir: Path, log_path: Path) -> EngineProcess:
         "PARLEY_WORKERS": "1",
         "PARLEY_STREAMING_WORKERS": "1",
         "PARLEY_WEBHOOK_BACKOFF_BASE_SECONDS": "0.1",
+        # The webhook receiver listens on loopback.
+        "PARLEY_ALLOW_PRIVATE_MEDIA_URLS": "true",
         "PARLEY_LOG_FORMAT": "console",
     }
     with log_path.open("ab") as log:

@@ -33,6 +33,7 @@ from parley_engine.streaming.session import (
     SessionLimits,
     StreamSession,
 )
+from parley_engine.webhooks import webhook_refusal
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ async def _serve(
                     summary_base_url=str(websocket.base_url).replace("ws", "http", 1).rstrip("/"),
                 ),
                 segmenter_settings=service.segmenter,
+                webhook_refusal=lambda url: webhook_refusal(url, settings),
             )
         else:
             await session.rejoin(sink)

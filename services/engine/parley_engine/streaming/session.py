@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
@@ -108,8 +108,11 @@ class StreamSession:
         *,
         limits: SessionLimits | None = None,
         segmenter_settings: SegmenterSettings | None = None,
+        webhook_refusal: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
+        """``webhook_refusal`` says why a start_request's webhookUrl will not be called back (None: it will)."""
         self.connection_id = connection_id
+        self._webhook_refusal = webhook_refusal
         self._sink = sink
         self._conversations = conversations
         self._workers = workers
@@ -225,6 +228,10 @@ class StreamSession:
             self._refuse("invalid_start_request", str(error))
         if request.callback_url and not request.callback_url.lower().startswith(("http://", "https://")):
             self._refuse("invalid_start_request", "invalid start_request: webhookUrl must be an http(s) URL")
+        if request.callback_url and self._webhook_refusal is not None:
+            refusal = await self._webhook_refusal(request.callback_url)
+            if refusal is not None:
+                self._refuse("invalid_start_request", f"invalid start_request: {refusal}")
         self._request, self._decoder = request, decoder
         if self._opened is None:
             self._start_time = datetime.now(UTC)
