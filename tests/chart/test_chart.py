@@ -133,10 +133,10 @@ class Manifests:
         return found
 
     def deployments(self) -> dict[str, dict[str, Any]]:
-        """Deployment by the service it runs (its component label)."""
+        """The workload (the engine's Deployment, the pipeline's StatefulSets) by the service it runs."""
         return {
             document["metadata"]["labels"]["app.kubernetes.io/component"]: document
-            for document in self.of_kind("Deployment")
+            for document in self.of_kind("Deployment") + self.of_kind("StatefulSet")
         }
 
     def environment(self, service: str) -> dict[str, str]:
@@ -307,7 +307,7 @@ def schema_errors(document: dict[str, Any], kubernetes_version: str) -> list[str
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_manifest_follows_the_kubernetes_schemas(value_set: str, kubernetes_version: str) -> None:
     manifests = rendered_value_set(value_set)
-    assert manifests.of_kind("Deployment")
+    assert manifests.deployments()
     errors = [error for document in manifests.documents for error in schema_errors(document, kubernetes_version)]
     assert errors == []
 
@@ -571,8 +571,8 @@ def test_every_reference_names_an_object_of_the_release(value_set: str) -> None:
     for kind in ("ScaledObject", "HorizontalPodAutoscaler"):
         for document in manifests.of_kind(kind):
             target = document["spec"]["scaleTargetRef"]
-            assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
-            manifests.named("Deployment", target["name"])
+            assert (target["apiVersion"], target["kind"]) == ("apps/v1", "StatefulSet")
+            manifests.named("StatefulSet", target["name"])
 
 
 def test_the_values_file_in_the_kubernetes_guide_installs(tmp_path: Path) -> None:
@@ -779,7 +779,7 @@ def test_the_hpa_scales_the_consumers_on_cpu() -> None:
         assert autoscaler["apiVersion"] == "autoscaling/v2"
         (metric,) = autoscaler["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
-        assert "replicas" not in manifests.named("Deployment", autoscaler["spec"]["scaleTargetRef"]["name"])["spec"]
+        assert "replicas" not in manifests.named("StatefulSet", autoscaler["spec"]["scaleTargetRef"]["name"])["spec"]
     assert manifests.named("HorizontalPodAutoscaler", "parley-ingest")["spec"]["minReplicas"] == 2
     assert "replicas" in manifests.deployments()["engine"]["spec"]
 
@@ -826,3 +826,18 @@ def test_every_value_is_described_by_the_schema() -> None:
     # Free-form Kubernetes objects are checked by the Kubernetes schemas once rendered.
     free_form = ("podSecurityContext.", "securityContext.")
     assert [key for key in missing if not key.startswith(free_form)] == []
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_a_replacement_pipeline_pod_keeps_its_predecessors_transactional_id(value_set: str) -> None:
+    """Each pipeline pod's transactional id is its name, and a StatefulSet gives the pod that replaces it the same
+    name: the replacement fences the crashed pod's open transaction at once (tests/broker/test_fencing.py)."""
+    manifests = rendered_value_set(value_set)
+    for service in PIPELINE_SERVICES:
+        workload = manifests.deployments().get(service)
+        if workload is None:
+            continue
+        assert workload["kind"] == "StatefulSet"
+        assert workload["spec"]["podManagementPolicy"] == "Parallel"
+        assert manifests.named("Service", workload["spec"]["serviceName"])
+        assert manifests.environment(service)["PARLEY_INSTANCE_ID"] == "<metadata.name>"
