@@ -1,16 +1,31 @@
-"""ProviderClient against a scripted in-memory provider (httpx.MockTransport); retries never really sleep."""
+"""ProviderClient against a scripted provider; retries never really sleep.
+
+Each test body runs twice: through ``httpx.MockTransport`` (a transport handed to the client, as fakes do), and
+through the client's own aiohttp session to the same scripted provider served on a loopback socket, the path the
+services take. There a scripted ``httpx.ReadTimeout`` makes the server answer too late and a scripted
+``httpx.RemoteProtocolError`` makes it drop the connection. A refused connection (``httpx.ConnectError``) can only
+be scripted for the mock transport; the tests at the end refuse real connections instead, and check what only a
+real connection shows (the connection limit, dropped connections, how an upload's length goes out).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
+import socket
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from parley_shared.provider import (
     ConversationNotFound,
     InsightEndpoint,
@@ -26,6 +41,7 @@ from parley_shared.provider import (
     UnexpectedProviderResponse,
 )
 from parley_shared.settings import ProviderSettings
+from parley_shared.tracing import spans_recorded_by
 from pydantic import SecretStr
 
 APP_ID = "parley-test"
@@ -97,6 +113,66 @@ class FakeProvider:
         return httpx.Response(404, json={"message": "no such route"})
 
 
+Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+# The client's timeout on the loopback wire: long for a loopback answer, short for a test that waits it out.
+LOOPBACK_TIMEOUT_SECONDS = 0.3
+HTTPX_TRANSPORT, AIOHTTP_SESSION = "httpx transport", "aiohttp session"
+
+
+class LoopbackProvider:
+    """A test's httpx handler served on a real loopback socket.
+
+    Each request is relayed to ``handler`` as an ``httpx.Request`` (its path and query exactly as sent) and the
+    ``httpx.Response`` written back, so the same scripted provider answers both wires.
+    """
+
+    def __init__(self) -> None:
+        self.handler: Handler | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        # Cancel a handler whose client went away, so a stalled answer does not outlive its test.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _relay(self, request: web.Request) -> web.StreamResponse:
+        assert self.handler is not None, "no handler: build the client with make_client"
+        relayed = httpx.Request(
+            request.method,
+            f"{BASE_URL}{request.raw_path}",
+            headers=list(request.headers.items()),
+            content=await request.read(),
+        )
+        try:
+            answer = self.handler(relayed)
+            response = await answer if inspect.isawaitable(answer) else answer
+        except httpx.ReadTimeout:
+            await asyncio.sleep(LOOPBACK_TIMEOUT_SECONDS * 5)  # answer only after the client gave up
+            return web.Response(status=504)
+        except httpx.RemoteProtocolError:
+            assert request.transport is not None
+            request.transport.close()  # hang up without an answer
+            return web.Response(status=500)
+        body = await response.aread()
+        passed_on = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in {"content-length", "transfer-encoding", "content-encoding"}
+        }
+        return web.Response(status=response.status_code, body=body, headers=passed_on)
+
+
 class RecordingSleep:
     """Stands in for asyncio.sleep: records each requested delay and returns at once."""
 
@@ -144,8 +220,28 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=[HTTPX_TRANSPORT, AIOHTTP_SESSION])
+def wire(request: pytest.FixtureRequest) -> str:
+    """How the client reaches the provider; a test that scripts what only a mock transport can do narrows it."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_client(provider: FakeProvider, sleep: RecordingSleep, clock: FakeClock) -> Callable[..., ProviderClient]:
+async def loopback() -> AsyncIterator[LoopbackProvider]:
+    server = LoopbackProvider()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+# For tests whose provider is a custom httpx transport, or that script a refused connection.
+mock_transport_only = pytest.mark.parametrize("wire", [HTTPX_TRANSPORT])
+
+
+@pytest.fixture
+def make_client(
+    provider: FakeProvider, sleep: RecordingSleep, clock: FakeClock, wire: str, loopback: LoopbackProvider
+) -> Callable[..., ProviderClient]:
     def build(
         handler: Any = None,
         *,
@@ -153,10 +249,16 @@ def make_client(provider: FakeProvider, sleep: RecordingSleep, clock: FakeClock)
         on_response: Any = None,
         **settings: Any,
     ) -> ProviderClient:
+        if wire == AIOHTTP_SESSION and transport is None:
+            loopback.handler = handler or provider
+            settings = {"url": loopback.url, "timeout_seconds": LOOPBACK_TIMEOUT_SECONDS, **settings}
+            transport_used = None
+        else:
+            transport_used = transport or httpx.MockTransport(handler or provider)
         resolved = make_settings(**settings)
         return ProviderClient(
             resolved,
-            transport=transport or httpx.MockTransport(handler or provider),
+            transport=transport_used,
             sleep=sleep,
             clock=clock,
             on_response=on_response,
@@ -329,11 +431,21 @@ async def test_submission_read_timeout_is_not_retried(provider: FakeProvider, ma
     assert len(provider.requests_to("/v1/process/audio/url")) == 1
 
 
-@pytest.mark.parametrize("failure", [httpx.Response(503), httpx.Response(502), httpx.ConnectError("refused")])
+@pytest.mark.parametrize("failure", [httpx.Response(503), httpx.Response(502)])
 async def test_submission_retries_what_was_not_processed(
     provider: FakeProvider, make_client: Any, failure: Script
 ) -> None:
     provider.script("PUT", "/v1/process/text/123", failure)
+    async with make_client() as client:
+        response = await client.submit_text({"messages": []}, conversation_id="123")
+
+    assert response.conversation_id == "123"
+    assert len(provider.requests_to("/v1/process/text/123")) == 2
+
+
+@mock_transport_only
+async def test_submission_retries_a_connection_that_was_refused(provider: FakeProvider, make_client: Any) -> None:
+    provider.script("PUT", "/v1/process/text/123", httpx.ConnectError("refused"))
     async with make_client() as client:
         response = await client.submit_text({"messages": []}, conversation_id="123")
 
@@ -362,6 +474,7 @@ async def test_the_idempotency_key_is_sent_on_every_attempt_of_a_submission(
     ] * 2
 
 
+@mock_transport_only
 async def test_the_idempotency_key_is_sent_on_every_attempt_of_an_upload(
     provider: FakeProvider, make_client: Any
 ) -> None:
@@ -450,8 +563,7 @@ async def test_semaphore_bounds_concurrent_submissions(provider: FakeProvider, m
             return await provider(request)
         in_flight += 1
         most_in_flight = max(most_in_flight, in_flight)
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await asyncio.sleep(0.02)  # long enough for the other submissions to arrive, over a socket too
         in_flight -= 1
         return httpx.Response(200, json={"conversationId": "1", "jobId": "j"})
 
@@ -512,6 +624,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         return httpx.Response(200, json={"conversationId": "77", "jobId": "j-77"})
 
 
+@mock_transport_only
 async def test_file_upload_streams_exactly_the_given_bytes(provider: FakeProvider, make_client: Any) -> None:
     chunks = [b"RIFF" + bytes(range(256)), b"\x00" * 1000, b"tail"]
     events: list[str] = []
@@ -547,6 +660,7 @@ async def test_file_upload_streams_exactly_the_given_bytes(provider: FakeProvide
     assert b"%5B%22Platform%22%2C%22acme%22%5D" in request.url.query
 
 
+@mock_transport_only
 async def test_file_append_uses_put_with_the_conversation_id(provider: FakeProvider, make_client: Any) -> None:
     async def video() -> AsyncIterator[bytes]:
         yield b"mp4"
@@ -584,6 +698,7 @@ async def test_file_upload_is_not_retried_after_the_body_started(provider: FakeP
     assert len(provider.requests_to("/v1/process/audio")) == 1
 
 
+@mock_transport_only
 async def test_file_upload_is_retried_when_the_connection_never_opened(
     provider: FakeProvider, make_client: Any
 ) -> None:
@@ -665,3 +780,155 @@ async def test_neither_secret_nor_token_reaches_logs_or_errors(
     for text in texts:
         assert APP_SECRET not in text
         assert TOKEN_PREFIX not in text
+
+
+async def test_each_attempt_is_a_client_span_whose_traceparent_the_provider_receives(
+    provider: FakeProvider, make_client: Any
+) -> None:
+    recorder = TracerProvider()
+    spans = InMemorySpanExporter()
+    recorder.add_span_processor(SimpleSpanProcessor(spans))
+    provider.script("GET", "/v1/job/a", httpx.Response(503))
+    with spans_recorded_by(recorder):
+        async with make_client() as client:
+            await client.get_job("a")
+
+    calls = [span for span in spans.get_finished_spans() if span.kind is SpanKind.CLIENT]
+    assert [span.name for span in calls] == ["POST generate_token", "GET get_job", "GET get_job"]
+    assert [(span.attributes or {}).get("http.response.status_code") for span in calls] == [200, 503, 200]
+    received = [request.headers["traceparent"].split("-")[1:3] for request in provider.requests]
+    assert received == [[format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")] for span in calls]
+
+
+async def test_a_json_body_is_sent_once_encoded_with_its_content_type(provider: FakeProvider, make_client: Any) -> None:
+    body = {"messages": [{"payload": {"content": "Grüße, ça va?"}}], "confidenceThreshold": 0.6}
+    provider.script("POST", "/v1/process/text", httpx.Response(503))
+    async with make_client() as client:
+        await client.submit_text(body)
+
+    attempts = provider.requests_to("/v1/process/text")
+    assert len(attempts) == 2
+    for attempt in attempts:
+        assert attempt.headers["Content-Type"] == "application/json"
+        assert json.loads(attempt.content) == body
+    assert attempts[0].content == attempts[1].content
+
+
+# --- the aiohttp session: what only a real connection shows ------------------------------------------
+
+aiohttp_session_only = pytest.mark.parametrize("wire", [AIOHTTP_SESSION])
+
+
+def unused_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@aiohttp_session_only
+async def test_a_refused_connection_is_retried_even_for_a_submission(
+    provider: FakeProvider, make_client: Any, loopback: LoopbackProvider, sleep: RecordingSleep
+) -> None:
+    seen: list[ResponseObservation] = []
+    async with make_client(on_response=seen.append, max_attempts=3) as client:
+        await client.generate_token()
+        await loopback.stop()  # from now on every connection is refused
+        await asyncio.sleep(0.05)  # and the client has seen its pooled connection closed
+        with pytest.raises(ProviderUnavailable, match="ClientConnectorError") as caught:
+            await client.submit_text({"messages": []})
+
+    assert caught.value.status is None
+    assert caught.value.attempts == 3
+    assert not caught.value.may_have_been_processed  # never connected, so the provider saw nothing
+    assert [(o.operation, o.status, o.error) for o in seen[1:]] == [("submit_text", None, "ClientConnectorError")] * 3
+    assert sleep.delays == pytest.approx([0.2, 0.4])
+
+
+@aiohttp_session_only
+async def test_a_refused_connection_for_a_read_gives_up_after_the_budget(
+    make_client: Any, sleep: RecordingSleep
+) -> None:
+    async with make_client(url=f"http://127.0.0.1:{unused_loopback_port()}", max_attempts=4) as client:
+        with pytest.raises(ProviderUnavailable, match="gave up after 4 attempt") as caught:
+            await client.get_insight("1", InsightEndpoint.SUMMARY)
+
+    assert (caught.value.status, caught.value.attempts) == (None, 4)
+    assert len(sleep.delays) == 3
+
+
+@aiohttp_session_only
+async def test_a_submission_whose_connection_dropped_is_not_retried(
+    provider: FakeProvider, make_client: Any, sleep: RecordingSleep
+) -> None:
+    provider.script("POST", "/v1/process/text", httpx.RemoteProtocolError("hang up"))
+    async with make_client() as client:
+        with pytest.raises(ProviderUnavailable, match="ServerDisconnectedError") as caught:
+            await client.submit_text({"messages": []})
+
+    assert caught.value.may_have_been_processed
+    assert len(provider.requests_to("/v1/process/text")) == 1
+    assert sleep.delays == []
+
+
+@aiohttp_session_only
+async def test_a_url_that_is_not_http_is_not_retried(make_client: Any, sleep: RecordingSleep) -> None:
+    async with make_client(url="ftp://provider.test") as client:
+        with pytest.raises(ProviderUnavailable, match="is not usable") as caught:
+            await client.get_job("a")
+
+    assert caught.value.attempts == 1
+    assert sleep.delays == []
+
+
+@aiohttp_session_only
+async def test_connections_are_bounded_by_max_connections(provider: FakeProvider, make_client: Any) -> None:
+    in_flight = 0
+    most_in_flight = 0
+
+    async def slow_reads(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most_in_flight
+        if not request.url.path.startswith("/v1/job/"):
+            return await provider(request)
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return await provider(request)
+
+    async with make_client(slow_reads, max_connections=2) as client:
+        states = await asyncio.gather(*(client.get_job(str(n)) for n in range(8)))
+
+    assert [state.id for state in states] == [str(n) for n in range(8)]
+    assert most_in_flight == 2
+
+
+@aiohttp_session_only
+@pytest.mark.parametrize("content_length", [6, None])
+async def test_an_upload_goes_out_with_its_length_or_chunked(
+    provider: FakeProvider, make_client: Any, content_length: int | None
+) -> None:
+    async def audio() -> AsyncIterator[bytes]:
+        yield b"RIFF"
+        yield b"\x00\x01"
+
+    async with make_client() as client:
+        await client.submit_media_file(
+            "audio",
+            audio(),
+            content_type="audio/wav",
+            content_length=content_length,
+            options={"customVocabulary": ["Platform"], "detectEntities": True},
+            idempotency_key="upload-9",
+        )
+
+    [upload] = provider.requests_to("/v1/process/audio")
+    assert upload.content == b"RIFF\x00\x01"
+    assert upload.headers["Content-Type"] == "audio/wav"
+    assert upload.headers["Idempotency-Key"] == "upload-9"
+    if content_length is None:
+        assert upload.headers["Transfer-Encoding"] == "chunked"
+    else:
+        assert upload.headers["Content-Length"] == "6"
+        assert "Transfer-Encoding" not in upload.headers
+    assert upload.url.params["customVocabulary"] == '["Platform"]'
+    assert upload.url.params["detectEntities"] == "true"

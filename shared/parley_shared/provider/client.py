@@ -1,8 +1,8 @@
 """Async client for the Symbl-compatible provider: cached token, retries, typed errors, bounded submissions.
 
-It speaks httpx (so tests mount ``httpx.MockTransport``) but runs on ``httpx_aiohttp.AiohttpTransport`` by
-default: plain httpx's pool collapses under concurrency (see docs in /work/shared/reference), and every
-conversation costs about a dozen calls, so the client's request rate bounds Parley's throughput.
+Every conversation costs about a dozen calls, so the client's request rate bounds Parley's throughput: requests go
+straight through aiohttp's ``ClientSession`` (``exchanges.AiohttpExchange``), with no httpx objects per request.
+A caller may still hand in an httpx transport (tests mount ``httpx.MockTransport``); requests then go through it.
 
 Retry rules, in short:
 
@@ -29,9 +29,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import ValidationError
 
 from parley_shared.provider.errors import (
@@ -42,6 +40,14 @@ from parley_shared.provider.errors import (
     ProviderRejected,
     ProviderUnavailable,
     UnexpectedProviderResponse,
+)
+from parley_shared.provider.exchanges import (
+    AiohttpExchange,
+    Answer,
+    Exchange,
+    ExchangeFailed,
+    HttpxExchange,
+    RequestBody,
 )
 from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, ProcessResponse
 from parley_shared.provider.retry import parse_retry_after
@@ -63,6 +69,9 @@ TOKEN_REFRESH_MAX_MARGIN_SECONDS = 60.0
 DEFAULT_INSIGHT_CONCURRENCY = len(InsightEndpoint)
 # Submissions may be retried on these: the provider (or a proxy in front) did not process the request.
 SUBMISSION_RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+_JSON_CONTENT: Mapping[str, str] = {"Content-Type": "application/json"}
+# Each read's query string, escaped once for the process rather than once per request.
+_INSIGHT_QUERIES = {endpoint: urlencode(endpoint.query) for endpoint in InsightEndpoint}
 _PROVIDER_MESSAGE_LIMIT = 300
 
 
@@ -86,6 +95,11 @@ def token_refresh_margin(lifetime_seconds: float) -> float:
     return min(TOKEN_REFRESH_MAX_MARGIN_SECONDS, TOKEN_REFRESH_FRACTION * lifetime_seconds)
 
 
+def _encode_json(body: Any) -> bytes:
+    """A JSON request body, encoded once per call (not per attempt) the way httpx's ``json=`` encoded it."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 def encode_upload_options(options: Mapping[str, Any]) -> dict[str, str]:
     """Query parameters for a file upload: lists, objects and booleans JSON-encoded, ``None`` dropped."""
     query: dict[str, str] = {}
@@ -106,6 +120,7 @@ _MIN_REDACTED_LENGTH = 6
 class _CachedToken:
     token: AccessToken
     refresh_at: float  # on the client's monotonic clock
+    authorization: str = field(repr=False)  # the Authorization header value, built once per token
 
 
 class _OneShotUpload:
@@ -129,8 +144,8 @@ class _Call:
     method: str
     path: str
     idempotent: bool
-    params: Mapping[str, str] | None = None
-    json_body: Any = field(default=None, repr=False)  # the token request carries the app secret
+    query: str = ""  # escaped, without the "?"
+    content: bytes | None = field(default=None, repr=False)  # the token request carries the app secret
     upload: _OneShotUpload | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
     not_found: Callable[[], ProviderError] | None = None
@@ -141,6 +156,10 @@ class _Call:
         return f"{self.method} {self.path}"
 
     @property
+    def body(self) -> RequestBody:
+        return self.upload if self.upload is not None else self.content
+
+    @property
     def replayable(self) -> bool:
         return self.upload is None or not self.upload.started
 
@@ -148,9 +167,10 @@ class _Call:
 class ProviderClient:
     """The provider's auth, Async, Job and Conversation APIs as typed async methods.
 
-    Use as ``async with ProviderClient(settings) as provider: ...``. ``transport`` replaces the aiohttp
-    transport (tests pass ``httpx.MockTransport``); ``sleep`` and ``clock`` are injectable so retries and
-    token expiry are testable without waiting.
+    Use as ``async with ProviderClient(settings) as provider: ...``. ``transport``, an httpx transport, replaces
+    the aiohttp session (tests pass ``httpx.MockTransport``); the retries, limits on jobs, tracing and hooks are
+    the same either way. ``sleep`` and ``clock`` are injectable so retries and token expiry are testable without
+    waiting.
     """
 
     def __init__(
@@ -172,15 +192,11 @@ class ProviderClient:
             max_seconds=settings.backoff_max_seconds,
             max_attempts=settings.max_attempts,
         )
-        limits = httpx.Limits(
-            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-        )
         self._base_url = settings.url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=settings.url,
-            transport=transport or AiohttpTransport(limits=limits),
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            follow_redirects=False,
+        self._exchange: Exchange = (
+            AiohttpExchange(max_connections=settings.max_connections, timeout_seconds=settings.timeout_seconds)
+            if transport is None
+            else HttpxExchange(transport, timeout_seconds=settings.timeout_seconds)
         )
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
@@ -201,7 +217,7 @@ class ProviderClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._exchange.aclose()
 
     # --- auth -------------------------------------------------------------------------------------------
 
@@ -217,33 +233,40 @@ class ProviderClient:
             method="POST",
             path=TOKEN_PATH,
             idempotent=True,  # the provider hands back the same cached token when asked twice
-            json_body={
-                "type": "application",
-                "appId": self._settings.app_id,
-                "appSecret": self._settings.app_secret.get_secret_value(),
-            },
+            content=_encode_json(
+                {
+                    "type": "application",
+                    "appId": self._settings.app_id,
+                    "appSecret": self._settings.app_secret.get_secret_value(),
+                }
+            ),
+            headers=_JSON_CONTENT,
             authenticated=False,
         )
-        response = await self._send(call)
-        token = self._parse(call, response, AccessToken.model_validate)
+        answer = await self._send(call)
+        token = self._parse(call, answer, AccessToken.model_validate)
         refresh_at = self._clock() + token.expires_in - token_refresh_margin(token.expires_in)
-        self._token = _CachedToken(token=token, refresh_at=refresh_at)
+        self._token = _CachedToken(
+            token=token,
+            refresh_at=refresh_at,
+            authorization=f"Bearer {token.access_token.get_secret_value()}",
+        )
         return self._token
 
-    async def _current_token(self) -> AccessToken:
+    async def _current_token(self) -> _CachedToken:
         cached = self._token
         if cached is not None and self._clock() < cached.refresh_at:
-            return cached.token
+            return cached
         async with self._token_lock:
             cached = self._token
             if cached is None or self._clock() >= cached.refresh_at:
                 cached = await self._fetch_token()
-            return cached.token
+            return cached
 
-    async def _replace_rejected_token(self, rejected: AccessToken) -> None:
+    async def _replace_rejected_token(self, rejected: _CachedToken) -> None:
         async with self._token_lock:
             cached = self._token
-            if cached is not None and cached.token.access_token != rejected.access_token:
+            if cached is not None and cached.authorization != rejected.authorization:
                 return  # another caller already replaced it
             await self._fetch_token()
 
@@ -257,8 +280,8 @@ class ProviderClient:
             "submit_text",
             _process_path("text", conversation_id),
             conversation_id,
-            json_body=dict(body),
-            headers=_idempotency_header(idempotency_key),
+            content=_encode_json(dict(body)),
+            headers={**_JSON_CONTENT, **_idempotency_header(idempotency_key)},
         )
 
     async def submit_media_url(
@@ -275,8 +298,8 @@ class ProviderClient:
             f"submit_{kind}_url",
             _process_path(f"{kind}/url", conversation_id),
             conversation_id,
-            json_body=dict(body),
-            headers=_idempotency_header(idempotency_key),
+            content=_encode_json(dict(body)),
+            headers={**_JSON_CONTENT, **_idempotency_header(idempotency_key)},
         )
 
     async def submit_media_file(
@@ -305,7 +328,7 @@ class ProviderClient:
             f"submit_{kind}_file",
             _process_path(kind, conversation_id),
             conversation_id,
-            params=encode_upload_options(options),
+            query=urlencode(encode_upload_options(options)),
             upload=_OneShotUpload(content),
             headers=headers,
         )
@@ -316,8 +339,8 @@ class ProviderClient:
         path: str,
         conversation_id: str | None,
         *,
-        json_body: Any = None,
-        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        query: str = "",
         upload: _OneShotUpload | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> ProcessResponse:
@@ -326,16 +349,16 @@ class ProviderClient:
             method="POST" if conversation_id is None else "PUT",
             path=path,
             idempotent=False,
-            params=params,
-            json_body=json_body,
+            query=query,
+            content=content,
             upload=upload,
             headers=headers or {},
             not_found=None if conversation_id is None else lambda: ConversationNotFound(conversation_id),
         )
         # The provider caps concurrent jobs per account (429 beyond it); stay under the cap ourselves.
         async with self._job_slots:
-            response = await self._send(call)
-        return self._parse(call, response, ProcessResponse.model_validate)
+            answer = await self._send(call)
+        return self._parse(call, answer, ProcessResponse.model_validate)
 
     # --- Job API and Conversation API ----------------------------------------------------------------------
 
@@ -361,10 +384,10 @@ class ProviderClient:
             method="GET",
             path=endpoint.path(conversation_id),
             idempotent=True,
-            params=endpoint.query or None,
+            query=_INSIGHT_QUERIES[endpoint],
             not_found=lambda: ConversationNotFound(conversation_id),
         )
-        return self._parse(call, await self._send(call), lambda body: body)
+        return self._parse(call, await self._send(call), _as_is)
 
     async def fetch_insights(
         self,
@@ -398,8 +421,9 @@ class ProviderClient:
 
     # --- the request loop ------------------------------------------------------------------------------
 
-    async def _send(self, call: _Call) -> httpx.Response:
+    async def _send(self, call: _Call) -> Answer:
         """Make attempts of ``call`` until a 2xx, a permanent error, or the retry budget runs out."""
+        url = self._url(call)
         attempt = 0
         token_replaced = False
         while True:
@@ -407,41 +431,34 @@ class ProviderClient:
             token = await self._current_token() if call.authenticated else None
             headers = dict(call.headers)
             if token is not None:
-                headers["Authorization"] = f"Bearer {token.access_token.get_secret_value()}"
+                headers["Authorization"] = token.authorization
             started = time.perf_counter()
             try:
                 with calling_provider(call.operation, call.method, call.path, attempt, headers) as span:
-                    response = await self._http.request(
-                        call.method,
-                        self._absolute_url(call),
-                        json=call.json_body,
-                        content=call.upload,
-                        headers=headers,
-                    )
-                    span.set_attribute("http.response.status_code", response.status_code)
-            except httpx.TransportError as exc:
-                failure = _failure_name(exc)
-                self._observe(call, None, started, attempt, error=failure)
-                logger.debug("%s failed: %s (attempt %d)", call.label, failure, attempt)
-                retryable, may_have_been_processed = self._classify_transport_error(call, exc)
+                    answer = await self._exchange.send(call.method, url, headers, call.body)
+                    span.set_attribute("http.response.status_code", answer.status)
+            except ExchangeFailed as failure:
+                self._observe(call, None, started, attempt, error=failure.failure)
+                logger.debug("%s %s failed: %s (attempt %d)", call.method, call.path, failure.failure, attempt)
+                retryable, may_have_been_processed = self._classify_failure(call, failure)
                 if not retryable or not self._policy.may_retry(attempt):
                     raise self._unavailable(
-                        call, exc, attempt, may_have_been_processed=may_have_been_processed
-                    ) from exc
+                        call, failure, attempt, may_have_been_processed=may_have_been_processed
+                    ) from failure.__cause__
                 await self._sleep(self._policy.delay(attempt))
                 continue
 
-            status = response.status_code
+            status = answer.status
             self._observe(call, status, started, attempt)
-            logger.debug("%s -> %d (attempt %d)", call.label, status, attempt)
+            logger.debug("%s %s -> %d (attempt %d)", call.method, call.path, status, attempt)
             if 200 <= status < 300:
-                return response
+                return answer
 
             if status == 401:
                 if token is None:
                     raise ProviderAuthError(
                         f"{call.label}: the provider rejected the credentials of appId "
-                        f"{self._settings.app_id!r}: {self._provider_message(response)}"
+                        f"{self._settings.app_id!r}: {self._provider_message(answer)}"
                     )
                 if not token_replaced and call.replayable:
                     token_replaced = True
@@ -458,18 +475,18 @@ class ProviderClient:
                     )
                 raise ProviderAuthError(
                     f"{call.label}: the provider rejected a freshly generated access token: "
-                    f"{self._provider_message(response)}"
+                    f"{self._provider_message(answer)}"
                 )
 
             if status == 404 and call.not_found is not None:
                 raise call.not_found()
 
             if status == 429 or status >= 500:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(answer.retry_after)
                 if not call.replayable:
                     raise ProviderUnavailable(
                         f"{call.label}: the provider answered {status} after the upload started "
-                        f"({self._provider_message(response)}); a streamed body cannot be replayed",
+                        f"({self._provider_message(answer)}); a streamed body cannot be replayed",
                         status=status,
                         attempts=attempt,
                         retry_after=retry_after,
@@ -477,7 +494,7 @@ class ProviderClient:
                     )
                 if not call.idempotent and status not in SUBMISSION_RETRYABLE_STATUSES:
                     raise ProviderUnavailable(
-                        f"{call.label}: the provider answered {status} ({self._provider_message(response)}); "
+                        f"{call.label}: the provider answered {status} ({self._provider_message(answer)}); "
                         "not retried because the provider may have created a job",
                         status=status,
                         attempts=attempt,
@@ -486,7 +503,7 @@ class ProviderClient:
                     )
                 if not self._policy.may_retry(attempt):
                     raise ProviderUnavailable(
-                        f"{call.label}: the provider answered {status} ({self._provider_message(response)}) "
+                        f"{call.label}: the provider answered {status} ({self._provider_message(answer)}) "
                         f"on all {attempt} attempts",
                         status=status,
                         attempts=attempt,
@@ -497,22 +514,20 @@ class ProviderClient:
                 continue
 
             raise ProviderRejected(
-                f"{call.label}: the provider rejected the request with {status}: {self._provider_message(response)}",
+                f"{call.label}: the provider rejected the request with {status}: {self._provider_message(answer)}",
                 status=status,
-                provider_message=self._provider_message(response),
+                provider_message=self._provider_message(answer),
             )
 
-    def _absolute_url(self, call: _Call) -> httpx.URL:
-        # One URL parse per request: httpx parses a relative path, the joined URL and the merged query separately,
-        # which was a fifth of the client's CPU time at 64 requests in flight.
-        query = f"?{urlencode(call.params)}" if call.params else ""
-        return httpx.URL(f"{self._base_url}{call.path}{query}")
+    def _url(self, call: _Call) -> str:
+        """The absolute URL of every attempt of ``call``: built once, with the path and query already escaped."""
+        return f"{self._base_url}{call.path}?{call.query}" if call.query else f"{self._base_url}{call.path}"
 
-    def _classify_transport_error(self, call: _Call, exc: httpx.TransportError) -> tuple[bool, bool]:
-        """(retryable, may_have_been_processed) for a timeout or connection failure."""
-        if isinstance(exc, httpx.UnsupportedProtocol):
+    def _classify_failure(self, call: _Call, failure: ExchangeFailed) -> tuple[bool, bool]:
+        """(retryable, may_have_been_processed) for a timeout, a connection failure or an unusable URL."""
+        if failure.url_unusable:
             return False, False  # a misconfigured URL, not a transient failure
-        not_sent = _request_was_not_sent(exc) and not (call.upload is not None and call.upload.started)
+        not_sent = failure.request_not_sent and not (call.upload is not None and call.upload.started)
         if not call.replayable:
             return False, not not_sent
         if call.idempotent:
@@ -520,16 +535,16 @@ class ProviderClient:
         return not_sent, not not_sent
 
     def _unavailable(
-        self, call: _Call, exc: httpx.TransportError, attempts: int, *, may_have_been_processed: bool
+        self, call: _Call, failure: ExchangeFailed, attempts: int, *, may_have_been_processed: bool
     ) -> ProviderUnavailable:
         if may_have_been_processed:
             why = "not retried because the provider may have processed the request"
-        elif isinstance(exc, httpx.UnsupportedProtocol):
+        elif failure.url_unusable:
             why = f"the provider URL {self._settings.url!r} is not usable"
         else:
             why = f"gave up after {attempts} attempt(s)"
         return ProviderUnavailable(
-            f"{call.label}: {_failure_name(exc)} talking to the provider; {why}",
+            f"{call.label}: {failure.failure} talking to the provider; {why}",
             status=None,
             attempts=attempts,
             may_have_been_processed=may_have_been_processed,
@@ -554,12 +569,12 @@ class ProviderClient:
             # Metrics must never break a request.
             logger.warning("on_response hook failed for %s", call.operation, exc_info=True)
 
-    def _parse(self, call: _Call, response: httpx.Response, build: Callable[[Any], _Parsed]) -> _Parsed:
+    def _parse(self, call: _Call, answer: Answer, build: Callable[[Any], _Parsed]) -> _Parsed:
         try:
-            body = response.json()
+            body = json.loads(answer.body)
         except ValueError as exc:
             raise UnexpectedProviderResponse(
-                f"{call.label} answered {response.status_code} with a body that is not JSON"
+                f"{call.label} answered {answer.status} with a body that is not JSON"
             ) from exc
         try:
             return build(body)
@@ -571,17 +586,17 @@ class ProviderClient:
             message = f"{call.label} answered an unexpected body: {problems}"
             raise UnexpectedProviderResponse(message) from None
 
-    def _provider_message(self, response: httpx.Response) -> str:
+    def _provider_message(self, answer: Answer) -> str:
         """The provider's ``message`` (or a short excerpt of the body), with the access token scrubbed."""
         try:
-            body = response.json()
+            body = json.loads(answer.body)
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("message"), str):
             message = body["message"]
         else:
-            excerpt = response.text.strip()[:_PROVIDER_MESSAGE_LIMIT]
-            message = excerpt or response.reason_phrase or "no message"
+            excerpt = answer.text.strip()[:_PROVIDER_MESSAGE_LIMIT]
+            message = excerpt or answer.reason or "no message"
         secrets = [self._settings.app_secret.get_secret_value()]
         if self._token is not None:
             secrets.append(self._token.token.access_token.get_secret_value())
@@ -592,22 +607,8 @@ class ProviderClient:
         return message
 
 
-def _request_was_not_sent(exc: httpx.TransportError) -> bool:
-    """Whether the failure happened before any byte of the request could reach the provider.
-
-    httpx_aiohttp maps every aiohttp connection error (a server disconnect mid-response included) to
-    ``httpx.ConnectTimeout``, so look at the aiohttp cause when there is one.
-    """
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientError | asyncio.TimeoutError):
-        return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-
-
-def _failure_name(exc: httpx.TransportError) -> str:
-    """The most telling exception name: httpx_aiohttp reports a refused connection as ``ConnectTimeout``."""
-    cause = exc.__cause__
-    return type(cause if isinstance(cause, aiohttp.ClientError) else exc).__name__
+def _as_is(body: Any) -> Any:
+    return body
 
 
 def _process_path(segment: str, conversation_id: str | None) -> str:
