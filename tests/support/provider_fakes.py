@@ -7,9 +7,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from parley_shared.provider import InsightEndpoint, ProcessResponse, ProviderError
+from parley_shared.provider import (
+    ConversationNotFound,
+    ConversationSummary,
+    InsightEndpoint,
+    ProcessResponse,
+    ProviderError,
+    ProviderUnavailable,
+)
 from parley_shared.provider.client import MediaKind
-from parley_shared.provider.ports import AsyncApi, ConversationApi
+from parley_shared.provider.ports import AsyncApi, ConversationApi, ConversationCleanup
 
 
 class ProviderLifetime:
@@ -130,3 +137,39 @@ class FakeConversationApi(ProviderLifetime, ConversationApi):
     ) -> dict[str, Any]:
         self.reads.append(conversation_id)
         return dict(self.insights)
+
+
+@dataclass
+class KeylessProvider(FakeAsyncApi, ConversationCleanup):
+    """A provider that ignores ``Idempotency-Key`` and keeps each conversation's metadata, listable and deletable
+    (newest first). ``lose_answers`` makes that many submissions create their job and then time out unheard."""
+
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → metadata, oldest first
+    lose_answers: int = 0
+    listing_fails: bool = False
+    deleted: list[str] = field(default_factory=list)
+    listings: int = 0
+
+    def _accept(self, call: ProviderCall) -> ProcessResponse:
+        call.idempotency_key = None  # ignored, as some providers do
+        answer = super()._accept(call)
+        metadata = call.body.get("metadata")
+        self.conversations[answer.conversation_id] = dict(metadata) if isinstance(metadata, dict) else {}
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise ProviderUnavailable(
+                "POST /v1/process/text: read timeout", status=None, attempts=1, may_have_been_processed=True
+            )
+        return answer
+
+    async def list_conversations(self, *, limit: int = 100, offset: int = 0) -> list[ConversationSummary]:
+        self.listings += 1
+        if self.listing_fails:
+            raise ProviderUnavailable("GET /v1/conversations: 503", status=503, attempts=6)
+        newest_first = list(reversed(self.conversations.items()))[offset : offset + limit]
+        return [ConversationSummary(id=cid, metadata=metadata) for cid, metadata in newest_first]
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        if self.conversations.pop(conversation_id, None) is None:
+            raise ConversationNotFound(conversation_id)
+        self.deleted.append(conversation_id)

@@ -17,13 +17,14 @@ from parley_shared.kafka.hops import HttpInput, StartupRead, Stream, Transform
 from parley_shared.kafka.publishing import AtomicPublisher
 from parley_shared.provider import ProviderClient
 from parley_shared.provider.metrics import provider_error_counter
-from parley_shared.provider.ports import AsyncApi
+from parley_shared.provider.ports import AsyncApi, ConversationCleanup
 from parley_shared.service import PipelineService
 
 from parley_ingest.http_api import build_router
 from parley_ingest.ledger import RequestLedger
 from parley_ingest.live_api import LiveRelaySettings, build_live_router
 from parley_ingest.metrics import SERVICE
+from parley_ingest.reconcile import OrphanSweeper
 from parley_ingest.settings import IngestSettings
 from parley_ingest.submission import Submitter
 
@@ -33,16 +34,21 @@ def create_app(
     *,
     publisher: AtomicPublisher | None = None,
     provider: AsyncApi | None = None,
+    conversations: ConversationCleanup | None = None,
 ) -> FastAPI:
-    """Build the service. ``publisher`` replaces the transactional producer in in-memory broker tests."""
+    """Build the service. ``publisher`` replaces the transactional producer in in-memory broker tests; a test's
+    ``provider`` comes with ``conversations`` when it reconciles uncertain submissions."""
     settings = settings or IngestSettings()
     topics = settings.topics
     service = PipelineService(
         SERVICE, settings, group_id=settings.group_id, instance_id=settings.instance_id, publisher=publisher
     )
-    provider = provider or ProviderClient(settings.provider, on_response=provider_error_counter(SERVICE))
+    if provider is None:
+        client = ProviderClient(settings.provider, on_response=provider_error_counter(SERVICE))
+        provider, conversations = client, client
     ledger = RequestLedger()
-    submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url)
+    orphans = OrphanSweeper(conversations) if conversations is not None else None
+    submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url, orphans=orphans)
     jobs = Stream[JobSubmitted](
         topics.jobs,
         JobSubmitted,

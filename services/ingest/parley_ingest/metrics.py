@@ -60,3 +60,16 @@ class SubmissionOutcomes:
         created = self._created.pop(submitted.request_id, None)
         if created is not None:
             series(REQUESTS, SERVICE, "accepted" if created else "duplicate").inc()
+
+
+ORPHANS = Counter(
+    "parley_orphans_total",
+    "Provider conversations left by a submission whose answer never came and which was submitted again (only with"
+    " a provider that ignores Idempotency-Key): 'dropped' (found and deleted) or 'unreconciled' (the look-up or"
+    " the delete failed)",
+    ["service", "outcome"],
+)
+
+
+def orphan_swept(outcome: str) -> None:
+    series(ORPHANS, SERVICE, outcome).inc()

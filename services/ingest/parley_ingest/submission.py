@@ -2,7 +2,9 @@
 
 Every submission carries its requestId as the provider's ``Idempotency-Key``: the ledger stops a repeat on this
 replica, and the provider (the engine honours the key) answers a repeat from another replica, or a resubmission
-after a timeout that hid an accepted job, with the first job instead of an orphaned second one.
+after a timeout that hid an accepted job, with the first job instead of an orphaned second one. For providers that
+ignore the key, the requestId is in the conversation's metadata too, and ``OrphanSweeper`` (``reconcile``) drops
+the conversation of an earlier, unheard-of attempt once the resubmission is accepted.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 from parley_shared.events import JobSubmitted, MediaKind, ProcessRequested
 from parley_shared.logs import bind_ids
-from parley_shared.provider import ProcessResponse
+from parley_shared.provider import ProcessResponse, ProviderUnavailable
 from parley_shared.provider.ports import AsyncApi
 
 from parley_ingest.ledger import RequestLedger
 from parley_ingest.metrics import SubmissionOutcomes
+from parley_ingest.reconcile import OrphanSweeper, marked
 
 logger = logging.getLogger("parley.ingest")
 
@@ -25,10 +28,18 @@ logger = logging.getLogger("parley.ingest")
 class Submitter:
     """Calls the provider's Async API once per requestId and describes the result as a ``JobSubmitted``."""
 
-    def __init__(self, provider: AsyncApi, ledger: RequestLedger, *, webhook_url: str | None) -> None:
+    def __init__(
+        self,
+        provider: AsyncApi,
+        ledger: RequestLedger,
+        *,
+        webhook_url: str | None,
+        orphans: OrphanSweeper | None = None,
+    ) -> None:
         self._provider = provider
         self._ledger = ledger
         self._webhook_url = webhook_url
+        self._orphans = orphans
         # Counted in parley_requests_total once each submission's JobSubmitted commits (the jobs stream's hook).
         self.outcomes = SubmissionOutcomes()
 
@@ -50,7 +61,7 @@ class Submitter:
         """Submit a text or media-URL request; returns the job and whether this call created it."""
 
         async def call_provider() -> JobSubmitted:
-            body = self._with_webhook(request.provider_body())
+            body = marked(self._with_webhook(request.provider_body()), request.request_id)
             if request.kind is MediaKind.TEXT:
                 accepted = await self._provider.submit_text(
                     body, conversation_id=request.conversation_id, idempotency_key=request.request_id
@@ -104,7 +115,19 @@ class Submitter:
     ) -> tuple[JobSubmitted, bool]:
         """Call the provider unless this requestId was submitted already; name the work on logs and the span."""
         bind_ids(request_id=request_id)
-        submitted, created = await self.outcomes.answered(self._ledger.once(request_id, call_provider), request_id)
+
+        async def call_and_reconcile() -> JobSubmitted:
+            try:
+                submitted = await call_provider()
+            except ProviderUnavailable as error:
+                if error.may_have_been_processed and self._orphans is not None:
+                    self._orphans.uncertain(request_id)
+                raise
+            if self._orphans is not None:
+                await self._orphans.accepted(request_id, submitted.conversation_id)
+            return submitted
+
+        submitted, created = await self.outcomes.answered(self._ledger.once(request_id, call_and_reconcile), request_id)
         bind_ids(conversation_id=submitted.conversation_id, job_id=submitted.job_id)
         if created:
             logger.info("submitted to the provider (%s)", submitted.kind.value)

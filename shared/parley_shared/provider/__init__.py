@@ -18,7 +18,14 @@ from parley_shared.provider.errors import (
     ProviderUnavailable,
     UnexpectedProviderResponse,
 )
-from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, JobStatus, ProcessResponse
+from parley_shared.provider.models import (
+    AccessToken,
+    ConversationSummary,
+    InsightEndpoint,
+    JobState,
+    JobStatus,
+    ProcessResponse,
+)
 from parley_shared.provider.retry import parse_retry_after
 from parley_shared.retry import RetryPolicy
 
@@ -26,6 +33,7 @@ __all__ = [
     "DEFAULT_INSIGHT_CONCURRENCY",
     "AccessToken",
     "ConversationNotFound",
+    "ConversationSummary",
     "InsightEndpoint",
     "JobNotFound",
     "JobState",

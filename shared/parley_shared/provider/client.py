@@ -49,7 +49,14 @@ from parley_shared.provider.exchanges import (
     HttpxExchange,
     RequestBody,
 )
-from parley_shared.provider.models import AccessToken, InsightEndpoint, JobState, ProcessResponse
+from parley_shared.provider.models import (
+    AccessToken,
+    ConversationList,
+    ConversationSummary,
+    InsightEndpoint,
+    JobState,
+    ProcessResponse,
+)
 from parley_shared.provider.retry import parse_retry_after
 from parley_shared.retry import RetryPolicy
 from parley_shared.settings import ProviderSettings
@@ -375,6 +382,28 @@ class ProviderClient:
             not_found=lambda: JobNotFound(job_id),
         )
         return self._parse(call, await self._send(call), JobState.model_validate)
+
+    async def list_conversations(self, *, limit: int = 100, offset: int = 0) -> list[ConversationSummary]:
+        """``GET /v1/conversations?limit=&offset=&order=desc``: one page, newest first."""
+        call = _Call(
+            operation="list_conversations",
+            method="GET",
+            path="/v1/conversations",
+            idempotent=True,
+            query=urlencode({"limit": limit, "offset": offset, "order": "desc"}),
+        )
+        return self._parse(call, await self._send(call), ConversationList.model_validate).conversations
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """``DELETE /v1/conversations/{id}``; 404 raises ``ConversationNotFound`` (already gone)."""
+        call = _Call(
+            operation="delete_conversation",
+            method="DELETE",
+            path=f"/v1/conversations/{quote(conversation_id, safe='')}",
+            idempotent=True,
+            not_found=lambda: ConversationNotFound(conversation_id),
+        )
+        await self._send(call)
 
     async def get_insight(self, conversation_id: str, endpoint: InsightEndpoint) -> Any:
         """One Conversation API read, returned as the provider's JSON (forwarded verbatim downstream)."""

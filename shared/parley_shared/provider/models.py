@@ -31,6 +31,22 @@ class ProcessResponse(BaseModel):
     job_id: str = Field(alias="jobId", examples=["9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"])
 
 
+class ConversationSummary(BaseModel):
+    """One entry of ``GET /v1/conversations``: what a reconciliation needs (other fields are ignored)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str = Field(description="the conversationId")
+    name: str | None = Field(None, description="the conversation's name")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="the metadata stored with the conversation")
+
+
+class ConversationList(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    conversations: list[ConversationSummary] = Field(description="one page of conversations")
+
+
 class JobStatus(StrEnum):
     """The complete set of job statuses documented for ``GET /v1/job/{jobId}``."""
 

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from parley_shared.provider.client import DEFAULT_INSIGHT_CONCURRENCY, MediaKind
-from parley_shared.provider.models import InsightEndpoint, JobState, ProcessResponse
+from parley_shared.provider.models import ConversationSummary, InsightEndpoint, JobState, ProcessResponse
 
 
 class AsyncApi(AbstractAsyncContextManager[Any], Protocol):
@@ -39,6 +39,14 @@ class AsyncApi(AbstractAsyncContextManager[Any], Protocol):
         conversation_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> ProcessResponse: ...
+
+
+class ConversationCleanup(Protocol):
+    """Finding and deleting conversations (ingest's reconciliation of submissions whose outcome it never heard)."""
+
+    async def list_conversations(self, *, limit: int = 100, offset: int = 0) -> list[ConversationSummary]: ...
+
+    async def delete_conversation(self, conversation_id: str) -> None: ...
 
 
 class JobApi(AbstractAsyncContextManager[Any], Protocol):
