@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.postgres_server import PostgresServer, PostgresUnavailable, start_postgres, stop_postgres
+from parley_devtools.postgres_server import PostgresServer, PostgresUnavailable, start_postgres, stop_postgres
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from parley_engine.store.schema import Base
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support.postgres_server import PostgresServer
+from parley_devtools.postgres_server import PostgresServer
 
 SCHEMAS_BEFORE_MIGRATIONS = Path(__file__).parent / "schema_before_migrations"
 CONVERSATION_ID = "1000000000000001"

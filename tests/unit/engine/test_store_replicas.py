@@ -1,7 +1,7 @@
 """Several engine replicas on one PostgreSQL database: leases, claims, take-over, admission, idempotency keys.
 
 Each "replica" is a Store and a JobRunner of its own (its own connection pool and replica id) in this process,
-over fake analysis workers, all on one throwaway PostgreSQL server (tests/support/postgres_server.py).
+over fake analysis workers, all on one throwaway PostgreSQL server (parley_devtools/postgres_server.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from parley_engine.store import (
 )
 from parley_engine.workers import ThreadWorkers
 
+from parley_devtools.postgres_server import PostgresServer
 from tests.support.engine import FakeAnalyzer, FakeRecognizer, Gate, engine_settings
-from tests.support.postgres_server import PostgresServer
 
 
 @pytest.fixture

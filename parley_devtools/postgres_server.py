@@ -1,8 +1,9 @@
-"""A throwaway PostgreSQL server for tests that need a real server database (several engine replicas).
+"""A throwaway PostgreSQL server for whatever needs a real server database: several engine replicas, in the
+engine's tests and in the replica fault run (``parley_devtools.fault_run --engines 2``).
 
 Debian's ``postgresql`` package provides the binaries (installed with apt-get when missing and running as root).
 The cluster lives in a fresh temporary directory, listens on a free loopback port only, trusts local
-connections, skips fsync, and is stopped and deleted at the end (and stops by itself if the test run dies).
+connections, skips fsync, and is stopped and deleted at the end (and stops by itself if its parent dies).
 PostgreSQL refuses to run as root, so as root every server command runs as the ``postgres`` OS user.
 """
 
@@ -64,14 +65,14 @@ def _postgres_binaries() -> Path:
 
 
 def _die_with_parent() -> None:
-    """Runs in the server's process before exec: SIGQUIT (PostgreSQL's immediate shutdown) if the test run dies."""
+    """Runs in the server's process before exec: SIGQUIT (PostgreSQL's immediate shutdown) if its parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
 @dataclass
 class PostgresServer:
-    """One running test cluster; ``create_database()`` hands out fresh, empty databases."""
+    """One running throwaway cluster; ``create_database()`` hands out fresh, empty databases."""
 
     bin_dir: Path
     root: Path
@@ -101,7 +102,7 @@ class PostgresServer:
     def start(self) -> None:
         self._run(self.bin_dir / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "-N")
         log = (self.root / "server.log").open("wb")
-        # A direct child (not pg_ctl's daemon), so it stops with the test run even if the run is killed.
+        # A direct child (not pg_ctl's daemon), so it stops with its parent even if the parent is killed.
         self.process = subprocess.Popen(
             [
                 str(self.bin_dir / "postgres"),
@@ -150,7 +151,7 @@ class PostgresServer:
 def start_postgres() -> PostgresServer:
     """Start a fresh cluster on a free loopback port (installing PostgreSQL first if needed and allowed)."""
     bin_dir = _postgres_binaries()
-    root = Path(tempfile.mkdtemp(prefix="parley-test-postgres-"))
+    root = Path(tempfile.mkdtemp(prefix="parley-postgres-"))
     if os.geteuid() == 0:
         shutil.chown(root, OS_USER, OS_USER)
     server = PostgresServer(bin_dir=bin_dir, root=root, port=_free_port())
