@@ -13,6 +13,14 @@ exactly one.
 The provider is the double, not the engine: the engine's real analysis of 50 conversations a second does not fit
 on the 2 cores this runs on beside the services; the soak is about the services.
 
+Two of the services keep bounded, most-recent-first memories that fill with traffic: ingest's idempotency ledger
+(``PARLEY_IDEMPOTENCY_LEDGER_ENTRIES``, 100,000 requests by default) and job-watcher's settled job ids
+(``PARLEY_SETTLED_JOBS_REMEMBERED``, 200,000). At 50 a second the defaults take 33 and 67 minutes to fill, longer
+than the run, so memory would still be rising at its end by design. The soak therefore bounds both at
+``MEMORY_BOUND_ENTRIES`` (filled within 4 minutes), so what it checks from the 5-minute mark on is that memory stays
+flat once every bounded structure is full: nothing else grows. What the defaults cost when full is measured by the
+unit tests (about 530 and 180 bytes an entry).
+
 Pass criteria (each printed beside its measure):
 
 - memory flat: each service's RSS at the end is within 10 % (or 15 MB) of its RSS at the 5-minute mark;
@@ -31,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -64,6 +73,7 @@ LAG_LIMIT_SECONDS = 30.0
 CAUGHT_UP_SECONDS = 2.0
 DRAIN_SECONDS = 180.0
 HTTP_SHARE = 10  # one request in this many goes through ingest's HTTP API
+MEMORY_BOUND_ENTRIES = 12_000  # see the module's docstring
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,15 @@ def start_stack(work_dir: Path, run_id: str, partitions: int) -> tuple[LocalKafk
             extra_env={"PARLEY_DOUBLE_SCHEDULED_SECONDS": "0.2", "PARLEY_DOUBLE_PROCESSING_SECONDS": "1.0"},
         )
         stack.local.env["PARLEY_API_URL"] = stack.url("provider-double")
-        stack.start("job-watcher")
+        stack.start("job-watcher", extra_env={"PARLEY_SETTLED_JOBS_REMEMBERED": str(MEMORY_BOUND_ENTRIES)})
         stack.start("insight-fetcher")
-        stack.start("ingest", extra_env={"PARLEY_WEBHOOK_URL": f"{stack.url('job-watcher')}/webhooks/jobs"})
+        stack.start(
+            "ingest",
+            extra_env={
+                "PARLEY_WEBHOOK_URL": f"{stack.url('job-watcher')}/webhooks/jobs",
+                "PARLEY_IDEMPOTENCY_LEDGER_ENTRIES": str(MEMORY_BOUND_ENTRIES),
+            },
+        )
     except BaseException:
         stack.stop()
         kafka.stop()
@@ -393,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="conversations per second")
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help="where soak.md/.json go")
     args = parser.parse_args(argv)
+    # SIGTERM stops the run as Ctrl-C does, so the broker and the services are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("aiokafka", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -412,6 +430,10 @@ def main(argv: list[str] | None = None) -> None:
         f" {SAMPLE_SECONDS:g} s; RSS counts each service process with its children.",
         "Lag is the records on a group's input topic beyond its committed offsets. job-watcher commits the jobs"
         " topic only up to its oldest pending job, so its lag includes the jobs still running at the provider.",
+        f"ingest's idempotency ledger and job-watcher's settled job ids were bounded at {MEMORY_BOUND_ENTRIES:,}"
+        " entries each (PARLEY_IDEMPOTENCY_LEDGER_ENTRIES, PARLEY_SETTLED_JOBS_REMEMBERED), full within 4 minutes, so"
+        " the check from the 5-minute mark on is that nothing else grows; at their defaults (100,000 and 200,000)"
+        " they fill after 33 and 67 minutes at this rate and then cost about 53 MB and 36 MB.",
         f"After the load, the run waited {run.drain_seconds:.0f} s for the last insights (at most"
         f" {DRAIN_SECONDS:g} s) and 5 s more for late duplicates.",
     ]

@@ -140,3 +140,26 @@ async def test_remembering_again_refreshes_a_request_against_eviction() -> None:
     ledger.remember(submitted("req-c", "job-c"))
     assert ledger.get("req-a") is not None
     assert ledger.get("req-b") is None
+
+
+def test_a_full_ledger_holds_its_bound_in_memory() -> None:
+    """Each remembered request costs a few hundred bytes, not a whole event model, and the bound holds."""
+    import tracemalloc
+
+    ledger = RequestLedger(capacity=5_000)
+    tracemalloc.start()
+    try:
+        for n in range(5_000):
+            ledger.remember(submitted(f"req-{n:06d}-{'x' * 24}", f"9b1deb4d-3b7d-4bad-9bdd-{n:012d}"))
+        full, _ = tracemalloc.get_traced_memory()
+        for n in range(5_000, 15_000):
+            ledger.remember(submitted(f"req-{n:06d}-{'x' * 24}", f"9b1deb4d-3b7d-4bad-9bdd-{n:012d}"))
+        after_churn, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(ledger) == 5_000
+    assert full / 5_000 < 700, f"{full / 5_000:.0f} bytes per remembered request"
+    assert after_churn < full * 1.1, "replacing old entries must not grow the ledger"
+    # What is kept is still the whole announcement.
+    again = ledger.get("req-014999-" + "x" * 24)
+    assert again is not None and again.job_id == "9b1deb4d-3b7d-4bad-9bdd-000000014999"

@@ -46,7 +46,7 @@ def create_app(
     if provider is None:
         client = ProviderClient(settings.provider, on_response=provider_error_counter(SERVICE))
         provider, conversations = client, client
-    ledger = RequestLedger()
+    ledger = RequestLedger(settings.idempotency_ledger_entries)
     orphans = OrphanSweeper(conversations) if conversations is not None else None
     submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url, orphans=orphans)
     jobs = Stream[JobSubmitted](

@@ -24,6 +24,12 @@ class IngestSettings(ParleySettings):
     idempotency_window_hours: float = Field(
         24.0, gt=0, description="how far back a repeated requestId is recognised after a restart"
     )
+    idempotency_ledger_entries: int = Field(
+        100_000,
+        ge=1,
+        description="requests the idempotency ledger remembers (about 530 bytes each); older repeats are answered "
+        "by the provider's own Idempotency-Key handling",
+    )
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest audio/video upload accepted")
     live_stop_timeout_seconds: float = Field(
         30.0, gt=0, description="a streaming client gone without stop_request: how long the provider may take to finish"

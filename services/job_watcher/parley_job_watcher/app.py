@@ -103,6 +103,7 @@ def create_app(
         group_id=settings.group_id,
         scheduler=PollScheduler(policy=policy),
         max_concurrent_polls=settings.max_concurrent_polls,
+        settled_jobs_remembered=settings.settled_jobs_remembered,
     )
 
     service.feed(

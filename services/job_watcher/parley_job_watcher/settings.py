@@ -36,6 +36,12 @@ class JobWatcherSettings(ParleySettings):
         None,
         description="the provider's webhook signing secret; when set, unsigned or forged callbacks are refused (401)",
     )
+    settled_jobs_remembered: int = Field(
+        200_000,
+        ge=1,
+        description="settled job ids kept so that a repeated JobSubmitted (ingest republishes on retries) is ignored "
+        "(about 180 bytes each); a repeat arriving after more than this many later settlements is watched again",
+    )
     max_concurrent_polls: int = Field(64, ge=1, description="status requests in flight at once")
 
     @model_validator(mode="after")

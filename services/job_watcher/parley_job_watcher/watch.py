@@ -74,6 +74,7 @@ class JobWatch:
         group_id: str,
         scheduler: PollScheduler,
         max_concurrent_polls: int = 64,
+        settled_jobs_remembered: int = 200_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._provider = provider
@@ -85,8 +86,10 @@ class JobWatch:
         self._clock = clock
         self._polls = asyncio.Semaphore(max_concurrent_polls)
         self.partitions: dict[int, PartitionProgress] = {}
-        self._settled = RecentIds(200_000)  # job ids whose outcome is published (duplicates ignored)
-        self._early_webhooks = RecentIds(50_000)  # statuses reported before the job's JobSubmitted was read
+        # Job ids whose outcome is published, so a repeated JobSubmitted is ignored (about 180 bytes each).
+        self._settled = RecentIds(settled_jobs_remembered)
+        # Statuses reported before the job's JobSubmitted was read (or copies for jobs other replicas watch).
+        self._early_webhooks = RecentIds(max(1, settled_jobs_remembered // 4))
         self._outbox: list[OutgoingRecord] = []
         self._outbox_events: list[BaseModel] = []  # the events of those records, counted once committed
         self._outbox_jobs: list[str] = []  # the jobs whose outcomes are in the outbox
