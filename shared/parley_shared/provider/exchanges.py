@@ -23,10 +23,11 @@ import httpx
 # What a request carries: nothing, bytes encoded once per call, or the caller's one-shot upload stream.
 RequestBody = bytes | AsyncIterable[bytes] | None
 
-# Idle connections are closed after this long, as httpx's pool did. aiohttp's default (15 s) outlives the
-# provider's own keep-alive (uvicorn's is 5 s), so requests would often be sent on connections the server has
-# already closed.
-KEEPALIVE_SECONDS = 5.0
+# Idle connections are closed after this long. aiohttp's default (15 s) outlives the provider's own keep-alive
+# (uvicorn's, the engine's, is 5 s), so requests would often be sent on connections the server has already closed;
+# closing at exactly the server's 5 s still races it (a submission sent as the server hangs up cannot be retried:
+# it may have been processed). One second short of it leaves the closing to this side.
+KEEPALIVE_SECONDS = 4.0
 
 
 @dataclass(frozen=True, slots=True)
