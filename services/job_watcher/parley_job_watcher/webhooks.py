@@ -113,20 +113,17 @@ def webhook_router(
         # The job's id only: the callback is its own trace, not the conversation's.
         bind_ids(job_id=job_id)
         action = watch.on_webhook(job_id, callback.status)
-        partitions = jobs_partitions()
-        conversation = callback.conversation_id
-        if (
-            action == NOT_WATCHED_HERE
-            and conversation
-            and partitions
-            and watch.owns(partition_of(conversation, partitions))
-        ):
-            # Its JobSubmitted is on a partition this replica reads and has not reached yet: keep it here.
-            watch.note_early(job_id, callback.status)
-            action = "noted before the job was seen"
         if action != NOT_WATCHED_HERE:
             webhook_received("accepted")
             return CallbackReceipt(job_id=job_id, action=action)
+        # Only a job this replica does not watch needs to know where the jobs topic puts it.
+        partitions = jobs_partitions()
+        conversation = callback.conversation_id
+        if conversation and partitions and watch.owns(partition_of(conversation, partitions)):
+            # Its JobSubmitted is on a partition this replica reads and has not reached yet: keep it here.
+            watch.note_early(job_id, callback.status)
+            webhook_received("accepted")
+            return CallbackReceipt(job_id=job_id, action="noted before the job was seen")
         reports = status_reports(callback, job_id, partitions)
         try:
             if not reports:
