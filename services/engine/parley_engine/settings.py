@@ -129,6 +129,11 @@ class EngineSettings(BaseSettings):
         "job-watcher, e.g. http://job-watcher:8702/webhooks/jobs); other non-public webhook URLs are refused "
         "unless PARLEY_ALLOW_PRIVATE_MEDIA_URLS",
     )
+    keep_media: bool = Field(
+        True,
+        description="keep each audio/video conversation's media for its Experience page's player (deleted with "
+        "the conversation); media of a conversation with redaction on is kept only when its audio is redacted too",
+    )
     api_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json (off: they map every route)")
     allow_open_access: bool = Field(
         False,
@@ -168,3 +173,8 @@ class EngineSettings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.engine_data_dir / "media"
+
+    @property
+    def kept_media_dir(self) -> Path:
+        """Where each conversation's media stays after its job (``keep_media``): ``<conversationId><suffix>``."""
+        return self.engine_data_dir / "conversation-media"
