@@ -28,6 +28,7 @@ from parley_engine.identifiers import message_id
 from parley_engine.settings import EngineSettings
 from parley_engine.speech.media import MediaError
 from parley_engine.speech.options import SpeechOptions
+from parley_engine.workers import UtteranceRedactor
 
 
 @dataclass
@@ -228,12 +229,24 @@ class RunningEngine:
 
 @asynccontextmanager
 async def running_engine(
-    settings: EngineSettings, recognizer: FakeRecognizer | None = None, analyzer: FakeAnalyzer | None = None
+    settings: EngineSettings,
+    recognizer: FakeRecognizer | None = None,
+    analyzer: FakeAnalyzer | None = None,
+    redactor: UtteranceRedactor | None = None,
 ) -> AsyncIterator[RunningEngine]:
-    """The real app (lifespan and all) over fakes, reached in process through httpx's ASGI transport."""
+    """The real app (lifespan and all) over fakes, reached in process through httpx's ASGI transport.
+
+    ``redactor``: a real one shared between tests (Presidio takes seconds to load); by default one is built on the
+    first redacted job.
+    """
     recognizer = recognizer or FakeRecognizer()
     analyzer = analyzer or FakeAnalyzer()
-    app = create_app(settings, analyzer_factory=lambda: analyzer, recognizer_factory=lambda: recognizer)
+    app = create_app(
+        settings,
+        analyzer_factory=lambda: analyzer,
+        recognizer_factory=lambda: recognizer,
+        redactor_factory=(lambda: redactor) if redactor is not None else None,
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://engine") as client,

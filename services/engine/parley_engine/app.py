@@ -47,8 +47,10 @@ from parley_engine.workers import (
     ProcessPoolWorkers,
     Recognizer,
     ThreadWorkers,
+    UtteranceRedactor,
     real_analyzer,
     real_recognizer,
+    real_redactor,
 )
 
 log = logging.getLogger(__name__)
@@ -58,11 +60,14 @@ def build_workers(
     settings: EngineSettings,
     analyzer_factory: Callable[[], Analyzer] | None,
     recognizer_factory: Callable[[], Recognizer] | None,
+    redactor_factory: Callable[[], UtteranceRedactor] | None = None,
 ) -> AnalysisWorkers:
     """Injected factories run on threads (tests, light fakes); the real models run in a process pool."""
-    if analyzer_factory is None and recognizer_factory is None:
+    if analyzer_factory is None and recognizer_factory is None and redactor_factory is None:
         return ProcessPoolWorkers(settings.workers)
-    return ThreadWorkers(recognizer_factory or real_recognizer, analyzer_factory or real_analyzer)
+    return ThreadWorkers(
+        recognizer_factory or real_recognizer, analyzer_factory or real_analyzer, redactor_factory or real_redactor
+    )
 
 
 def build_live_workers(
@@ -82,6 +87,7 @@ def create_app(
     analyzer_factory: Callable[[], Analyzer] | None = None,
     recognizer_factory: Callable[[], Recognizer] | None = None,
     decoder_factory: Callable[[], Decoder] | None = None,
+    redactor_factory: Callable[[], UtteranceRedactor] | None = None,
     fault_settings: FaultSettings | None = None,
 ) -> FastAPI:
     settings = settings or EngineSettings()
@@ -94,7 +100,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         store = await Store.open(settings.resolved_database_url)
-        workers = build_workers(settings, analyzer_factory, recognizer_factory)
+        workers = build_workers(settings, analyzer_factory, recognizer_factory, redactor_factory)
         faults = fault_mode.webhook_faults(store.deliveries) if fault_mode else None
         sender = WebhookSender(store.deliveries, settings, faults=faults)
         runner = JobRunner(

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from parley_engine.redaction.options import RedactionOptions
+
 
 class Speaker(BaseModel):
     """Who said something: Symbl's ``from`` object."""
@@ -64,6 +66,9 @@ class AnalysisOptions(BaseModel):
     trackers: list[Tracker] = Field(default_factory=list)
     enable_all_trackers: bool = False
     enable_summary: bool = True
+    redaction: RedactionOptions = Field(
+        default_factory=RedactionOptions, description="PII redaction, applied to utterances before they are stored"
+    )
 
 
 class ConversationInsights(BaseModel):

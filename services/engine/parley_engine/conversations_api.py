@@ -16,9 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from parley_engine.async_api import CONVERSATION_NOT_FOUND, invalid
 from parley_engine.auth import require_access_token
 from parley_engine.conversation import ConversationInsights, conversation_time
-from parley_engine.dependencies import ConversationsDep, JobRunnerDep, JobsDep, WebhookSenderDep, WorkersDep
+from parley_engine.dependencies import (
+    ConversationsDep,
+    JobRunnerDep,
+    JobsDep,
+    SettingsDep,
+    WebhookSenderDep,
+    WorkersDep,
+)
 from parley_engine.identifiers import new_job_id
 from parley_engine.jobs import regenerate_insights
+from parley_engine.media_store import KeptMedia
 from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, MemberNotFound, NewJob
 from parley_engine.transcript import markdown_transcript, srt_transcript
 
@@ -152,12 +160,13 @@ def build_conversations_router() -> APIRouter:
 
     @router.delete("/{conversationId}", summary="Delete a conversation")
     async def delete_conversation(
-        conversationId: str, conversations: ConversationsDep, webhooks: WebhookSenderDep
+        conversationId: str, conversations: ConversationsDep, webhooks: WebhookSenderDep, settings: SettingsDep
     ) -> dict[str, str]:
         try:
             await conversations.delete_conversation(conversationId)
         except ConversationNotFound:
             raise ApiProblem(404, CONVERSATION_NOT_FOUND) from None
+        KeptMedia(settings.kept_media_dir).forget(conversationId)
         webhooks.wake()  # waiting jobs failed
         return {"message": "successfully deleted the conversation"}
 

@@ -33,9 +33,14 @@ from parley_shared.url_safety import UnfetchableUrl, stream_checked_url
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Speaker, Utterance
 from parley_engine.identifiers import message_id, new_message_id_prefix
+from parley_engine.media_store import KeptMedia
 from parley_engine.metrics import engine_job_ended
+from parley_engine.redaction.options import RedactionOptions, substitution_key
+from parley_engine.redaction.words import redacted_spans
 from parley_engine.settings import EngineSettings
+from parley_engine.speech.media import MediaError
 from parley_engine.speech.options import SpeechOptions
+from parley_engine.speech.redacted_audio import REDACTED_AUDIO_SUFFIX, write_redacted_audio
 from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, JobLeaseLost, JobRow, JobStore
 from parley_engine.workers import AnalysisWorkers, JobInputError
 
@@ -65,6 +70,8 @@ MEDIA_SUFFIXES = {
     "video/webm": ".webm",
     "video/quicktime": ".mov",
 }
+# Jobs whose input is media the conversation's page can play.
+MEDIA_JOB_KINDS = frozenset({"audio", "video", "audio_url", "video_url"})
 # Unknown formats get a neutral name, so the decoder probes the content (``.bin`` would pick a text-art demuxer).
 UNKNOWN_MEDIA_SUFFIX = ".media"
 
@@ -234,6 +241,8 @@ class JobRunner:
         self._on_status_change = on_status_change
         self.replica_id = replica_id or new_replica_id()
         self._lease_seconds = lease_seconds
+        self._kept_media = KeptMedia(settings.kept_media_dir)
+        self._substitution_key = substitution_key(settings.app_secret.get_secret_value())
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
@@ -332,11 +341,12 @@ class JobRunner:
 
     async def _run(self, job: JobRow) -> None:
         finished = False
+        kept: Path | None = None
         try:
             if job.kind == "speakers":
                 await self._reattribute_speakers(job)
             else:
-                await self._process(job)
+                kept = await self._process(job)
             finished = True
         except JobLeaseLost:
             # Another replica runs it now and needs its media; its outcome is that replica's to commit.
@@ -353,7 +363,9 @@ class JobRunner:
         finally:
             if finished:
                 self._on_status_change()
-                for path in self._media_paths(job):
+                if kept is not None:
+                    self._kept_media.keep(job.conversation_id, kept)
+                for path in [*self._media_paths(job), *([kept] if kept else [])]:
                     path.unlink(missing_ok=True)
 
     async def _fail(self, job: JobRow, reason: str) -> bool:
@@ -368,10 +380,12 @@ class JobRunner:
             paths.extend(self._settings.uploads_dir.glob(f"{job.id}.*"))
         return paths
 
-    async def _process(self, job: JobRow) -> None:
+    async def _process(self, job: JobRow) -> Path | None:
+        """Run a job to completion; the media file to keep for the conversation's page, if any."""
         conversation = await self._conversations.conversation(job.conversation_id)
         existing = await self._conversations.utterances(job.conversation_id)
         prefix = new_message_id_prefix()
+        path: Path | None = None
         if job.kind == "text":
             new = text_utterances(job.input_json or [], conversation.start_time, len(existing), prefix)
         elif job.kind == "streaming":
@@ -384,14 +398,24 @@ class JobRunner:
             transcribed = await self._workers.transcribe(
                 path, speech, first_message_index=len(existing), id_prefix=prefix
             )
-            new = shifted(transcribed, last_offset(existing) or 0.0)
+            shift = last_offset(existing) or 0.0
+            new = shifted(transcribed, shift)
         options_data = {**conversation.analysis_options, **(job.options.get("analysis") or {})}
+        options = AnalysisOptions.model_validate(options_data)
+        redaction = options.redaction
+        kept = path if path is not None and job.kind in MEDIA_JOB_KINDS and self._settings.keep_media else None
+        if redaction.enabled and job.kind != "streaming":
+            # Before anything is stored or analysed: every message, insight and export is built from these.
+            # (A stream's sentences were redacted live, as they were recognised.)
+            unredacted = new
+            new = await self._workers.redact(new, redaction, hash_key=self._substitution_key)
+            # The recording is kept only with its redacted words silenced, when the request asked for that.
+            kept = None
+            if path is not None and redaction.redact_audio and self._settings.keep_media:
+                kept = await self._redacted_audio(job, path, unredacted, new, shift, redaction)
         everything = [*existing, *new]
         insights = await self._workers.analyze(
-            everything,
-            AnalysisOptions.model_validate(options_data),
-            conversation_id=conversation.id,
-            conversation_start=conversation.start_time,
+            everything, options, conversation_id=conversation.id, conversation_start=conversation.start_time
         )
         outcome = await self._jobs.complete_job(
             job.id,
@@ -402,6 +426,32 @@ class JobRunner:
             claimed_by=self.replica_id,
         )
         engine_job_ended(outcome)
+        return kept
+
+    async def _redacted_audio(
+        self,
+        job: JobRow,
+        media: Path,
+        unredacted: list[Utterance],
+        redacted: list[Utterance],
+        shift: float,
+        redaction: RedactionOptions,
+    ) -> Path:
+        """The job's audio with every redacted word blanked, written beside its media (``redactAudio``)."""
+        spans = [
+            (start - shift, end - shift)
+            for before, after in zip(unredacted, redacted, strict=True)
+            for start, end in redacted_spans(before, after)
+        ]
+        target = media.with_name(f"{job.id}-redacted{REDACTED_AUDIO_SUFFIX}")
+        try:
+            await asyncio.to_thread(
+                write_redacted_audio, media, spans, target, substitution=redaction.audio_substitution
+            )
+        except MediaError as error:
+            target.unlink(missing_ok=True)
+            raise JobInputError(f"could not write the redacted audio: {error}") from None
+        return target
 
     async def _reattribute_speakers(self, job: JobRow) -> None:
         conversation = await self._conversations.conversation(job.conversation_id)

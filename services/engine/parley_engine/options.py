@@ -17,10 +17,13 @@ from pydantic.alias_generators import to_camel
 from starlette.datastructures import QueryParams
 
 from parley_engine.conversation import AnalysisOptions
+from parley_engine.redaction.options import RedactionOptions
 from parley_engine.speech.options import SpeechOptions
 
 # Options whose value is a list or an object; everything else in a query string is a scalar.
-_STRUCTURED_OPTIONS = frozenset({"customVocabulary", "entities", "trackers", "channelMetadata", "metadata", "features"})
+_STRUCTURED_OPTIONS = frozenset(
+    {"customVocabulary", "entities", "trackers", "channelMetadata", "metadata", "features", "redaction"}
+)
 # Query parameters that are not job options.
 _NOT_OPTIONS = frozenset({"access_token"})
 _SPEECH_FIELDS = (
@@ -71,6 +74,9 @@ class AsyncOptions(_CamelModel):
     diarization_speaker_count: int | None = Field(None, ge=1)
     channel_metadata: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = Field(None, description="stored as the conversation's metadata")
+    redaction: RedactionOptions | None = Field(
+        None, description='PII redaction: {"enabled": true, "entityTypes": [...], "substitution": "entityType"|"hash"}'
+    )
 
     @field_validator("webhook_url")
     @classmethod

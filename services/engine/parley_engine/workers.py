@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
 from parley_engine.processes import die_with_parent
+from parley_engine.redaction.options import RedactionOptions
 from parley_engine.settings import usable_cpu_count
 from parley_engine.speech.options import SpeechOptions
 
@@ -49,6 +50,12 @@ class Analyzer(Protocol):
     ) -> ConversationInsights: ...
 
 
+class UtteranceRedactor(Protocol):
+    def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]: ...
+
+
 class AnalysisWorkers(Protocol):
     async def transcribe(
         self, path: Path, options: SpeechOptions, *, first_message_index: int, id_prefix: str
@@ -62,6 +69,10 @@ class AnalysisWorkers(Protocol):
         conversation_id: str,
         conversation_start: datetime,
     ) -> ConversationInsights: ...
+
+    async def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]: ...
 
     def close(self) -> None: ...
 
@@ -79,6 +90,13 @@ def real_analyzer() -> Analyzer:
 
     analyzer: Analyzer = TextAnalyzer()
     return analyzer
+
+
+def real_redactor() -> UtteranceRedactor:
+    from parley_engine.redaction.redactor import Redactor  # heavy (Presidio, its own spaCy pipeline)
+
+    redactor: UtteranceRedactor = Redactor()
+    return redactor
 
 
 def transcribe_with(
@@ -102,10 +120,13 @@ class ThreadWorkers:
         self,
         recognizer_factory: Callable[[], Recognizer] = real_recognizer,
         analyzer_factory: Callable[[], Analyzer] = real_analyzer,
+        redactor_factory: Callable[[], UtteranceRedactor] = real_redactor,
     ) -> None:
         self._recognizer_factory, self._analyzer_factory = recognizer_factory, analyzer_factory
+        self._redactor_factory = redactor_factory
         self._recognizer: Recognizer | None = None
         self._analyzer: Analyzer | None = None
+        self._redactor: UtteranceRedactor | None = None
         self._building = threading.Lock()
 
     def _get_recognizer(self) -> Recognizer:
@@ -141,6 +162,18 @@ class ThreadWorkers:
             )
         )
 
+    async def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]:
+        def redact() -> list[Utterance]:
+            with self._building:
+                if self._redactor is None:
+                    self._redactor = self._redactor_factory()
+                redactor = self._redactor
+            return redactor.redact(utterances, options, hash_key=hash_key)
+
+        return await asyncio.to_thread(redact)
+
     def close(self) -> None:
         return None
 
@@ -148,6 +181,7 @@ class ThreadWorkers:
 # One recognizer and one analyzer per worker process, built on first use.
 _process_recognizer: Recognizer | None = None
 _process_analyzer: Analyzer | None = None
+_process_redactor: UtteranceRedactor | None = None
 _process_cpu_threads = 0
 
 
@@ -178,6 +212,14 @@ def analyze_in_worker(
     return _process_analyzer.analyze(
         utterances, options, conversation_id=conversation_id, conversation_start=conversation_start
     )
+
+
+def redact_in_worker(utterances: list[Utterance], options: RedactionOptions, hash_key: bytes) -> list[Utterance]:
+    """Redaction, run in a worker process (the Async jobs' or the live streams'), with one redactor per process."""
+    global _process_redactor
+    if _process_redactor is None:
+        _process_redactor = real_redactor()
+    return _process_redactor.redact(utterances, options, hash_key=hash_key)
 
 
 class ProcessPoolWorkers:
@@ -223,6 +265,11 @@ class ProcessPoolWorkers:
         conversation_start: datetime,
     ) -> ConversationInsights:
         return await self._run(analyze_in_worker, list(utterances), options, conversation_id, conversation_start)
+
+    async def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]:
+        return await self._run(redact_in_worker, list(utterances), options, hash_key)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

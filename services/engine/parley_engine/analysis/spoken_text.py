@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from parley_engine.redaction.words import REDACTION_TAG
+
 FILLERS = re.compile(r"(?:,\s*)?(?<![\w'])(?:u+m+|u+h+m*|e+r+m+|e+r+|h+m+|m+h*m+|a+h+)(?![\w'])[,.]?\s*", re.IGNORECASE)
 INTERJECTED = re.compile(r",?\s*\b(?:you know|i mean|like i said|sort of|kind of)\b\s*,", re.IGNORECASE)
 # A run of one to four words said again at once: "we're gonna we're gonna", "the the", "to to".
@@ -33,12 +35,14 @@ SHORT_WORDS = {
     "one", "two", "new", "now", "how", "who", "out", "see", "use", "get", "put", "set", "say",
 }  # fmt: skip
 TRANSCRIPT_TOKENS = re.compile(r"\b([A-Z])_(?=[A-Z]\b)")
+# Underscores go (transcripts' markup), except inside a redaction tag ("[PHONE_NUMBER]"), which stays whole.
+UNDERSCORE_OR_TAG = re.compile(rf"{REDACTION_TAG.pattern}|_")
 
 
 def tidy_spoken(text: str) -> str:
     """``"Um so I'll I'll put up um the minutes,"`` → ``"I'll put up the minutes."``."""
     tidied = TRANSCRIPT_TOKENS.sub(r"\1", text)  # AMI spells acronyms "T_V_"
-    tidied = tidied.replace("_", "")
+    tidied = UNDERSCORE_OR_TAG.sub(lambda m: m.group(0) if len(m.group(0)) > 1 else "", tidied)
     tidied = FILLERS.sub(" ", tidied)
     tidied = INTERJECTED.sub(",", tidied)
     tidied = BROKEN_OFF_PHRASE.sub("", tidied)

@@ -28,6 +28,7 @@ from parley_engine.analysis.parsed_conversation import ParsedConversation
 from parley_engine.analysis.segmentation import Sentence
 from parley_engine.analysis.sentence_opening import clause_start, content_text
 from parley_engine.analysis.spoken_text import tidy_spoken
+from parley_engine.redaction.words import REDACTION_TAG
 
 CONTENT_POS = {"NOUN", "PROPN", "VERB", "ADJ", "NUM"}
 DECISION = re.compile(
@@ -127,7 +128,8 @@ def reported(span: Span, speaker: str, member_first_names: set[str]) -> str | No
     if len(body.split()) < 4 or body.endswith("?"):
         return None
     first, rest = body.split(" ", 1)
-    if not (first == "I" or (first.istitle() and first.lower() in member_first_names)) and first.upper() != first:
+    kept_as_is = first == "I" or first.upper() == first or REDACTION_TAG.fullmatch(first)
+    if not (kept_as_is or (first.istitle() and first.lower() in member_first_names)):
         first = first.lower()
     return f"{speaker} said that {first} {rest}"
 

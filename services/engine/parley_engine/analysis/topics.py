@@ -20,6 +20,7 @@ from spacy.tokens import Span
 from parley_engine.analysis.identity import stable_numeric_id
 from parley_engine.analysis.segmentation import TimedMessage
 from parley_engine.analysis.sentiment import sentiment_body
+from parley_engine.redaction.words import REDACTION_TAG
 
 # Nouns too general to be a topic on their own.
 GENERIC_NOUNS = {
@@ -88,7 +89,8 @@ def _phrase_candidates(messages: list[TimedMessage]) -> dict[str, _Candidate]:
             continue
         for chunk in message.doc.noun_chunks:
             span = _trimmed(chunk)
-            if span is None:
+            # A redacted value ("[PERSON]") is nobody's topic.
+            if span is None or any(REDACTION_TAG.fullmatch(token.text) for token in span):
                 continue
             words = tuple(t.lemma_.lower() for t in span)
             if len(words) == 1 and (words[0] in GENERIC_NOUNS or len(words[0]) < 3):

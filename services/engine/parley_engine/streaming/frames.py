@@ -16,6 +16,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from parley_engine.redaction.options import RedactionOptions
 from parley_engine.speech.sentences import RecognizedWord
 from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
@@ -82,6 +83,9 @@ class StartRequest(_Camel):
         1800, ge=0, le=1800, description="seconds a paused socket is kept after stop_request; 0: closed at once"
     )
     meeting_title: str | None = None
+    redaction: RedactionOptions | None = Field(
+        None, description="PII redaction of everything the stream recognises, as the Async API's option"
+    )
     webhook_url: str | None = Field(
         None,
         validation_alias=AliasChoices("webhookUrl", "webhook_url"),

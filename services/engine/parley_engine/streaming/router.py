@@ -22,6 +22,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from parley_engine.auth import TOKEN_REJECTED
 from parley_engine.dependencies import EngineComponents
+from parley_engine.redaction.options import substitution_key
 from parley_engine.settings import EngineSettings
 from parley_engine.streaming import frames
 from parley_engine.streaming.hub import ConnectionInUse, Outbox, SlowReader, StreamSink, TooManyStreams
@@ -179,6 +180,7 @@ async def _serve(
                 limits=SessionLimits(
                     max_frame_bytes=settings.streaming_max_frame_bytes,
                     summary_base_url=str(websocket.base_url).replace("ws", "http", 1).rstrip("/"),
+                    redaction_key=substitution_key(settings.app_secret.get_secret_value()),
                 ),
                 segmenter_settings=service.segmenter,
                 webhook_refusal=lambda url: webhook_refusal(url, settings),

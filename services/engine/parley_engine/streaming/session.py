@@ -33,6 +33,7 @@ from typing import Any, NoReturn, Protocol
 
 from parley_engine.conversation import AnalysisOptions, Speaker, Tracker, Utterance, Word
 from parley_engine.identifiers import message_id, new_message_id_prefix
+from parley_engine.redaction.options import RedactionOptions
 from parley_engine.speech.live import FINAL_TAIL_SECONDS, INTERIM_TAIL_SECONDS, LiveDecodeOptions
 from parley_engine.speech.segmenter import SegmenterSettings, SpeechProbability, SpeechSegment, UtteranceSegmenter
 from parley_engine.speech.sentences import RecognizedWord, sentence_text, split_sentences
@@ -95,6 +96,7 @@ class StreamConversations(Protocol):
 class SessionLimits:
     max_frame_bytes: int = 65_536
     summary_base_url: str = "http://127.0.0.1:8700"
+    redaction_key: bytes = b""  # the ``hash`` substitution's key (``substitution_key``)
 
 
 class StreamSession:
@@ -320,6 +322,9 @@ class StreamSession:
         analysis: dict[str, Any] = {"confidence_threshold": request.config.confidence_threshold}
         if request.trackers:
             analysis["trackers"] = [t.model_dump() for t in request.trackers]
+        if request.redaction is not None:
+            # The conversation keeps it: media or messages appended later are redacted alike.
+            analysis["redaction"] = request.redaction.model_dump(mode="json")
         return {"name": request.title, "analysis": analysis}
 
     # Recognition, analysis and job lease lanes
@@ -360,10 +365,21 @@ class StreamSession:
             words = VocabularyCorrector(self._request.custom_vocabulary or []).correct(words)
         if not words:
             return
+        redaction = self._request.redaction if self._request is not None else None
         if not segment.final:
+            if redaction is not None and redaction.enabled:
+                [interim] = await self._redacted([self._utterance(words, segment.start)], redaction)
+                words = _recognized_words(interim, segment.start)
             self._sink.send(frames.recognition_result(words, final=False, user=self._user(), offset=segment.start))
             return
-        new = [self._utterance(sentence, segment.start) for sentence in split_sentences(words)]
+        sentences = list(split_sentences(words))
+        new = [self._utterance(sentence, segment.start) for sentence in sentences]
+        if redaction is not None and redaction.enabled:
+            # Before the sentences are stored or sent: the client, the stored conversation and whoever relays the
+            # stream's frames (ingest, to Kafka) see only the redacted words.
+            new = await self._redacted(new, redaction)
+            sentences = [_recognized_words(utterance, segment.start) for utterance in new]
+            words = [word for sentence in sentences for word in sentence]
         self._utterances.extend(new)
         await self._store(new)
         self._sink.send(frames.recognition_result(words, final=True, user=self._user(), offset=segment.start))
@@ -377,10 +393,13 @@ class StreamSession:
                 start=self._start_time,
                 offset=segment.start,
             )
-            for utterance, sentence in zip(new, split_sentences(words), strict=True)
+            for utterance, sentence in zip(new, sentences, strict=True)
         ]
         self._sink.send(frames.message_response(messages, self._sequence))
         self._analysis.put_nowait(new)
+
+    async def _redacted(self, utterances: list[Utterance], redaction: RedactionOptions) -> list[Utterance]:
+        return await self._workers.redact(utterances, redaction, hash_key=self._limits.redaction_key)
 
     async def _store(self, new: list[Utterance]) -> None:
         """Commit final sentences before the client sees them, so whatever it was told survives an engine crash."""
@@ -489,6 +508,19 @@ class StreamSession:
         """Tell the client what was wrong, then close with 1008."""
         self.report_error(kind, message)
         raise CloseStream(POLICY_VIOLATION, kind)
+
+
+def _recognized_words(utterance: Utterance, offset: float) -> list[RecognizedWord]:
+    """An utterance's words as the recognizer's, timed from ``offset`` again (the segment's start)."""
+    return [
+        RecognizedWord(
+            text=word.word,
+            start=round(word.start_offset - offset, 3),
+            end=round(word.end_offset - offset, 3),
+            probability=word.score if word.score is not None else 1.0,
+        )
+        for word in utterance.words or []
+    ]
 
 
 def _tracker_matches_in(tracker: dict[str, Any], message_ids: set[str]) -> bool:

@@ -2,7 +2,8 @@
 
 Live streams get their own workers, apart from the Async jobs' (``parley_engine.workers``): a long upload being
 transcribed must never hold up a live caption. ``LiveProcessWorkers`` (the default) runs a small pool of spawned
-processes, each loading one ``UtteranceDecoder`` (one CPU thread) and one ``TextAnalyzer`` on first use; the pool
+processes, each loading one ``UtteranceDecoder`` (one CPU thread), one ``TextAnalyzer`` and, for redacted streams, one
+``Redactor`` on first use; the pool
 size bounds how much of the machine streams may take. ``LiveThreadWorkers`` runs given objects on threads: for
 tests and light fakes.
 """
@@ -21,9 +22,17 @@ import numpy as np
 import numpy.typing as npt
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
 from parley_engine.processes import die_with_parent
+from parley_engine.redaction.options import RedactionOptions
 from parley_engine.speech.live import LiveDecodeOptions
 from parley_engine.speech.sentences import RecognizedWord
-from parley_engine.workers import Analyzer, analyze_in_worker, real_analyzer
+from parley_engine.workers import (
+    Analyzer,
+    UtteranceRedactor,
+    analyze_in_worker,
+    real_analyzer,
+    real_redactor,
+    redact_in_worker,
+)
 
 T = TypeVar("T")
 Samples = npt.NDArray[np.float32]
@@ -44,6 +53,10 @@ class LiveWorkers(Protocol):
         conversation_id: str,
         conversation_start: datetime,
     ) -> ConversationInsights: ...
+
+    async def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]: ...
 
     def close(self) -> None: ...
 
@@ -74,11 +87,14 @@ class LiveThreadWorkers(_ExecutorWorkers):
         decoder_factory: Callable[[], Decoder] = real_decoder,
         analyzer_factory: Callable[[], Analyzer] = real_analyzer,
         threads: int = 2,
+        redactor_factory: Callable[[], UtteranceRedactor] = real_redactor,
     ) -> None:
         super().__init__(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="live-stream"))
         self._decoder_factory, self._analyzer_factory = decoder_factory, analyzer_factory
+        self._redactor_factory = redactor_factory
         self._decoder: Decoder | None = None
         self._analyzer: Analyzer | None = None
+        self._redactor: UtteranceRedactor | None = None
         self._building = asyncio.Lock()
 
     async def _parts(self) -> tuple[Decoder, Analyzer]:
@@ -109,6 +125,15 @@ class LiveThreadWorkers(_ExecutorWorkers):
                 list(utterances), options, conversation_id=conversation_id, conversation_start=conversation_start
             )
         )
+
+    async def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]:
+        async with self._building:
+            if self._redactor is None:
+                self._redactor = await asyncio.to_thread(self._redactor_factory)
+            redactor = self._redactor
+        return await self._run(lambda: redactor.redact(utterances, options, hash_key=hash_key))
 
 
 # One decoder per live worker process, built on first use (the analyzer is parley_engine.workers').
@@ -156,3 +181,8 @@ class LiveProcessWorkers(_ExecutorWorkers):
         conversation_start: datetime,
     ) -> ConversationInsights:
         return await self._run(analyze_in_worker, list(utterances), options, conversation_id, conversation_start)
+
+    async def redact(
+        self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
+    ) -> list[Utterance]:
+        return await self._run(redact_in_worker, list(utterances), options, hash_key)
