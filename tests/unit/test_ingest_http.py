@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from parley_ingest.http_api import build_router
 from parley_ingest.ledger import RequestLedger
+from parley_ingest.settings import IngestSettings
 from parley_ingest.submission import Submitter
 from parley_shared.events import JobSubmitted, MediaKind
 from parley_shared.http_errors import install_error_handlers
@@ -267,3 +268,38 @@ async def test_an_unknown_conversation_is_a_404(ingest: Ingest) -> None:
     response = await ingest.client.put("/v1/process/text/5815170693595136", json={"messages": MESSAGES})
     assert response.status_code == 404
     assert "5815170693595136" in response.json()["message"]
+
+
+# ---- the pipeline's redaction -----------------------------------------------------------------------------------
+
+
+async def test_the_pipelines_redaction_goes_with_every_submission_and_replaces_the_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = FakeAsyncApi()
+    monkeypatch.setenv("PARLEY_REDACTION", '{"enabled": true, "entityTypes": ["PHONE_NUMBER"]}')
+    settings = IngestSettings()
+    assert settings.redaction is not None
+    submitter = Submitter(
+        provider, RequestLedger(), webhook_url=WEBHOOK_URL, redaction=settings.redaction.provider_option()
+    )
+    app = FastAPI()
+    install_error_handlers(app)
+
+    async def publish(_: JobSubmitted) -> None:
+        return None
+
+    app.include_router(build_router(submitter, publish, max_upload_bytes=MAX_UPLOAD_BYTES))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest.test") as client:
+        await client.post("/v1/process/text", json={"messages": MESSAGES, "redaction": {"enabled": False}})
+        await client.post("/v1/process/audio/url", json={"url": "https://media.example/call.wav"})
+        await client.post("/v1/process/audio", content=b"RIFF....WAVEfmt ", headers={"Content-Type": "audio/wav"})
+
+    wanted = {"enabled": True, "entityTypes": ["PHONE_NUMBER"], "substitution": "entityType", "redactAudio": False}
+    assert [call.body["redaction"] for call in provider.calls] == [wanted, wanted, wanted]
+
+
+def test_a_redaction_setting_that_is_not_a_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_REDACTION", '{"enabled": true, "substitution": "stars"}')
+    with pytest.raises(ValueError, match="redaction"):
+        IngestSettings()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import websockets
 from fastapi import FastAPI
-from parley_ingest.live import LiveStreamRecorder, is_stop_request, with_webhook
+from parley_ingest.live import LiveStreamRecorder, is_stop_request, with_pipeline_options
 from parley_ingest.live_api import LiveRelaySettings, build_live_router
 from parley_shared.events import (
     JobKind,
@@ -246,12 +246,12 @@ async def test_a_publish_that_fails_is_retried_in_order_and_nothing_is_lost() ->
 
 
 def test_only_a_start_request_without_a_webhook_gets_ingests() -> None:
-    assert json.loads(with_webhook(START, WEBHOOK))["webhookUrl"] == WEBHOOK
+    assert json.loads(with_pipeline_options(START, WEBHOOK))["webhookUrl"] == WEBHOOK
     own = json.dumps({"type": "start_request", "webhookUrl": "http://mine.example/hook"})
-    assert with_webhook(own, WEBHOOK) == own
-    assert with_webhook('{"type": "stop_request"}', WEBHOOK) == '{"type": "stop_request"}'
-    assert with_webhook("__PING__", WEBHOOK) == "__PING__"
-    assert with_webhook(START, None) == START
+    assert with_pipeline_options(own, WEBHOOK) == own
+    assert with_pipeline_options('{"type": "stop_request"}', WEBHOOK) == '{"type": "stop_request"}'
+    assert with_pipeline_options("__PING__", WEBHOOK) == "__PING__"
+    assert with_pipeline_options(START, None) == START
 
 
 def test_every_stop_spelling_is_a_stop() -> None:
@@ -308,3 +308,12 @@ async def test_a_provider_frame_the_events_cannot_hold_is_passed_over_not_fatal(
     kinds = [type(e).__name__ for e in committed_events(publisher)]
     assert kinds == ["LiveStreamStarted", "LiveMessages", "LiveStreamEnded", "JobSubmitted"]
     assert recorder.conversation_id == "10"
+
+
+def test_the_pipelines_redaction_replaces_the_clients_in_the_start_request() -> None:
+    policy = {"enabled": True, "substitution": "hash"}
+    own = json.dumps({"type": "start_request", "redaction": {"enabled": False}})
+    assert json.loads(with_pipeline_options(own, None, policy))["redaction"] == policy
+    both = json.loads(with_pipeline_options(START, WEBHOOK, policy))
+    assert both["redaction"] == policy and both["webhookUrl"] == WEBHOOK
+    assert with_pipeline_options('{"type": "stop_request"}', WEBHOOK, policy) == '{"type": "stop_request"}'

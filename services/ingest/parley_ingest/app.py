@@ -48,7 +48,8 @@ def create_app(
         provider, conversations = client, client
     ledger = RequestLedger(settings.idempotency_ledger_entries)
     orphans = OrphanSweeper(conversations) if conversations is not None else None
-    submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url, orphans=orphans)
+    redaction = settings.redaction.provider_option() if settings.redaction is not None else None
+    submitter = Submitter(provider, ledger, webhook_url=settings.webhook_url, redaction=redaction, orphans=orphans)
     jobs = Stream[JobSubmitted](
         topics.jobs,
         JobSubmitted,
@@ -111,6 +112,7 @@ def create_app(
             provider_url=settings.provider.url,
             webhook_url=settings.webhook_url,
             stop_timeout_seconds=settings.live_stop_timeout_seconds,
+            redaction=redaction,
         ),
         live_streams.publish,
     )

@@ -62,15 +62,21 @@ def is_stop_request(text: str) -> bool:
     return text.replace(" ", "") == "{'type':'stop_request'}"
 
 
-def with_webhook(text: str, webhook_url: str | None) -> str:
+def with_pipeline_options(text: str, webhook_url: str | None, redaction: dict[str, Any] | None = None) -> str:
     """A client's ``start_request`` with ingest's job webhook added (unless the client chose one), so the provider
-    tells job-watcher when the stream's conversation is processed; every other frame is passed through as it is."""
-    if webhook_url is None:
+    tells job-watcher when the stream's conversation is processed, and the pipeline's redaction (replacing the
+    client's); every other frame is passed through as it is."""
+    if webhook_url is None and redaction is None:
         return text
     frame = parse_frame(text)
-    if frame is None or frame.get("type") != "start_request" or frame.get("webhookUrl"):
+    if frame is None or frame.get("type") != "start_request":
         return text
-    return json.dumps({**frame, "webhookUrl": webhook_url})
+    changed = dict(frame)
+    if webhook_url is not None and not frame.get("webhookUrl"):
+        changed["webhookUrl"] = webhook_url
+    if redaction is not None:
+        changed["redaction"] = redaction
+    return text if changed == frame else json.dumps(changed)
 
 
 class LiveStreamRecorder:

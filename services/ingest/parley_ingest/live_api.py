@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
@@ -30,7 +31,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from parley_ingest.live import EndReason, LiveStreamRecorder, Publish, with_webhook
+from parley_ingest.live import EndReason, LiveStreamRecorder, Publish, with_pipeline_options
 
 logger = logging.getLogger("parley.ingest.live")
 
@@ -46,6 +47,7 @@ class LiveRelaySettings:
     provider_url: str  # the provider's REST base URL; its WebSocket base is the same host with ws(s)://
     webhook_url: str | None
     stop_timeout_seconds: float = DEFAULT_STOP_TIMEOUT_SECONDS
+    redaction: dict[str, Any] | None = None  # the pipeline's redaction option, put in every start_request
 
 
 def websocket_url(provider_url: str, path: str, query: str) -> str:
@@ -100,7 +102,7 @@ def build_live_router(settings: LiveRelaySettings, publish: Publish) -> APIRoute
         await client.accept(subprotocol=upstream.subprotocol or subprotocol)
         recorder = LiveStreamRecorder(connection_id, publish, webhook_url=settings.webhook_url)
         recorder.start()
-        reason = await _pump(client, upstream, recorder, settings.stop_timeout_seconds)
+        reason = await _pump(client, upstream, recorder, settings)
         await recorder.finish(reason)
 
     for path in STREAMING_PATHS:
@@ -109,7 +111,7 @@ def build_live_router(settings: LiveRelaySettings, publish: Publish) -> APIRoute
 
 
 async def _pump(
-    client: WebSocket, upstream: ClientConnection, recorder: LiveStreamRecorder, stop_timeout: float
+    client: WebSocket, upstream: ClientConnection, recorder: LiveStreamRecorder, settings: LiveRelaySettings
 ) -> EndReason:
     """Relay both ways until the stream ends; say which side ended it."""
 
@@ -122,7 +124,7 @@ async def _pump(
                 if message.get("text") is not None:
                     text = message["text"]
                     recorder.client_sent(text)
-                    await upstream.send(with_webhook(text, recorder.webhook_url))
+                    await upstream.send(with_pipeline_options(text, recorder.webhook_url, settings.redaction))
                 elif message.get("bytes") is not None:
                     await upstream.send(message["bytes"])
         except (WebSocketDisconnect, ConnectionClosed):
@@ -160,9 +162,11 @@ async def _pump(
         with contextlib.suppress(ConnectionClosed):
             await upstream.send(json.dumps({"type": "stop_request"}))
     try:
-        await asyncio.wait_for(provider_side, stop_timeout)
+        await asyncio.wait_for(provider_side, settings.stop_timeout_seconds)
     except TimeoutError:
-        logger.warning("the provider did not finish the stream within %.0fs of the client leaving", stop_timeout)
+        logger.warning(
+            "the provider did not finish the stream within %.0fs of the client leaving", settings.stop_timeout_seconds
+        )
     await upstream.close()
     return "stopped" if recorder.stop_requested else "client_disconnected"
 

@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import socket
+from typing import Any, Literal
 
 from parley_shared.api_keys import ApiKeys
 from parley_shared.exposure import refuse_open_access
 from parley_shared.settings import ParleySettings
-from pydantic import Field, model_validator
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class RedactionPolicy(BaseModel):
+    """PII redaction every submission through this ingest carries, so nothing unredacted comes back to Kafka.
+
+    The provider applies it (Parley's engine does: the ``redaction`` option); the entity types are the engine's
+    (``PHONE_NUMBER``, ``PERSON`` …), checked there.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+    enabled: bool = True
+    entity_types: list[str] | None = Field(None, min_length=1)
+    substitution: Literal["entityType", "hash"] = "entityType"
+    redact_audio: bool = False
+
+    def provider_option(self) -> dict[str, Any]:
+        """The ``redaction`` option as the provider's API reads it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
 
 
 class IngestSettings(ParleySettings):
@@ -33,6 +58,12 @@ class IngestSettings(ParleySettings):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest audio/video upload accepted")
     live_stop_timeout_seconds: float = Field(
         30.0, gt=0, description="a streaming client gone without stop_request: how long the provider may take to finish"
+    )
+    redaction: RedactionPolicy | None = Field(
+        None,
+        description='PII redaction for every submission and live stream, as JSON: {"enabled": true} (every kind the '
+        'provider knows) or {"enabled": true, "entityTypes": ["PHONE_NUMBER", "PERSON"], "substitution": "hash", '
+        '"redactAudio": true}; it replaces any redaction a request asks for. Unset: each request decides',
     )
     api_keys: ApiKeys = Field(
         (),

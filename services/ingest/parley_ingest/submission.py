@@ -34,18 +34,24 @@ class Submitter:
         ledger: RequestLedger,
         *,
         webhook_url: str | None,
+        redaction: dict[str, Any] | None = None,
         orphans: OrphanSweeper | None = None,
     ) -> None:
         self._provider = provider
         self._ledger = ledger
         self._webhook_url = webhook_url
+        self._redaction = redaction
         self._orphans = orphans
         # Counted in parley_requests_total once each submission's JobSubmitted commits (the jobs stream's hook).
         self.outcomes = SubmissionOutcomes()
 
-    def _with_webhook(self, options: dict[str, Any]) -> dict[str, Any]:
+    def _with_pipeline_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The request's options with job-watcher's webhook (unless it names one) and the pipeline's redaction
+        (whatever it asks: the setting is there so that nothing unredacted reaches Kafka)."""
         if self._webhook_url and "webhookUrl" not in options:
-            return {**options, "webhookUrl": self._webhook_url}
+            options = {**options, "webhookUrl": self._webhook_url}
+        if self._redaction is not None:
+            options = {**options, "redaction": self._redaction}
         return options
 
     def _submitted(self, request_id: str, kind: MediaKind, accepted: ProcessResponse) -> JobSubmitted:
@@ -61,7 +67,7 @@ class Submitter:
         """Submit a text or media-URL request; returns the job and whether this call created it."""
 
         async def call_provider() -> JobSubmitted:
-            body = marked(self._with_webhook(request.provider_body()), request.request_id)
+            body = marked(self._with_pipeline_options(request.provider_body()), request.request_id)
             if request.kind is MediaKind.TEXT:
                 accepted = await self._provider.submit_text(
                     body, conversation_id=request.conversation_id, idempotency_key=request.request_id
@@ -102,7 +108,7 @@ class Submitter:
                 content,
                 content_type=content_type,
                 content_length=content_length,
-                options=self._with_webhook(options),
+                options=self._with_pipeline_options(options),
                 conversation_id=conversation_id,
                 idempotency_key=request_id,
             )
