@@ -28,6 +28,7 @@ from parley_engine.async_api import build_async_router, build_job_router
 from parley_engine.auth import build_auth_router
 from parley_engine.conversations_api import build_conversations_router
 from parley_engine.dependencies import EngineComponents, MaybeStartedDep
+from parley_engine.experience.router import build_experience_router
 from parley_engine.faults import FaultMode, FaultSettings
 from parley_engine.jobs import JobRunner
 from parley_engine.metrics import active_jobs
@@ -180,6 +181,7 @@ def create_app(
     app.include_router(build_job_router())
     app.include_router(build_conversations_router())
     app.include_router(build_streaming_router())
+    app.include_router(build_experience_router())
     if fault_mode is not None:  # fault injection: middleware and GET /_faults/log
         fault_mode.install(app, settings.resolved_database_url)
 

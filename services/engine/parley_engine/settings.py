@@ -134,6 +134,18 @@ class EngineSettings(BaseSettings):
         description="keep each audio/video conversation's media for its Experience page's player (deleted with "
         "the conversation); media of a conversation with redaction on is kept only when its audio is redacted too",
     )
+    public_base_url: str | None = Field(
+        None,
+        description="the engine's address as people reach it (e.g. https://engine.example.com behind a proxy); "
+        "Experience page URLs are built on it. Unset: the address each Experience API request came to",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+    )
+    experience_url_max_seconds: int | None = Field(
+        None,
+        ge=60,
+        description="longest summaryURLExpiresIn an Experience API request may ask for; when set, a page URL that "
+        "never expires (0) is refused and the default of 30 days is shortened to it. Unset: any, as Symbl",
+    )
     api_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json (off: they map every route)")
     allow_open_access: bool = Field(
         False,
