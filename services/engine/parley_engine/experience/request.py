@@ -8,7 +8,7 @@ without credentials, whose origin can stand in a Content-Security-Policy.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -86,9 +86,22 @@ def _whole_seconds(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-WebUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_web_url)]
-HexColor = Annotated[str, AfterValidator(_hex_color)]
-FontFamily = Annotated[str, AfterValidator(_font_family)]
+# The patterns in the schemas document the checks; the validators make them, with messages that say what is wanted.
+WebUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"}),
+    AfterValidator(_web_url),
+]
+HexColor = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": f"^{_HEX_COLOR.pattern}$", "examples": ["#0A2136"]}),
+    AfterValidator(_hex_color),
+]
+FontFamily = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": f"^{_FONT_FAMILY.pattern}$", "examples": ["roboto"]}),
+    AfterValidator(_font_family),
+]
 
 
 class PageColors(BaseModel):
@@ -157,3 +170,27 @@ class ExperienceRequest(BaseModel):
     @property
     def media_url(self) -> str | None:
         return self.video_url or self.audio_url
+
+
+class ExperienceCreated(BaseModel):
+    """The answer: the experience's name and its page's URL."""
+
+    name: ExperienceName
+    url: str = Field(description="the page: <base>/experiences/<signed token>; it needs no access token")
+
+
+def openapi_request_body() -> dict[str, Any]:
+    """``ExperienceRequest`` as an OpenAPI request body (the route reads and checks the body itself)."""
+    schema = ExperienceRequest.model_json_schema(by_alias=True)
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"required": True, "content": {"application/json": {"schema": inline(schema)}}}

@@ -34,7 +34,14 @@ from parley_engine.experience.page import (
     render_page,
     render_refusal,
 )
-from parley_engine.experience.request import THIRTY_DAYS, ExperienceRequest, sounds_like_audio, url_origin
+from parley_engine.experience.request import (
+    THIRTY_DAYS,
+    ExperienceCreated,
+    ExperienceRequest,
+    openapi_request_body,
+    sounds_like_audio,
+    url_origin,
+)
 from parley_engine.experience.signing import ExpiredLink, ForgedLink, PageGrant, PageSigner
 from parley_engine.media_store import KeptMedia
 from parley_engine.settings import EngineSettings
@@ -135,6 +142,7 @@ def build_experience_router() -> APIRouter:
         "/v1/conversations/{conversationId}/experiences",
         summary="Create a summary page (Experience API): verbose-text-summary, video-summary or audio-summary",
         dependencies=[Depends(require_access_token)],
+        openapi_extra={"requestBody": openapi_request_body()},
     )
     async def create_experience(
         request: Request,
@@ -142,7 +150,7 @@ def build_experience_router() -> APIRouter:
         conversations: ConversationsDep,
         settings: SettingsDep,
         signer: SignerDep,
-    ) -> dict[str, str]:
+    ) -> ExperienceCreated:
         row = await conversation_row(conversations, conversationId)
         try:
             body: Any = await request.json()
@@ -176,7 +184,7 @@ def build_experience_router() -> APIRouter:
             font=font.family if font else None,
         )
         base = (settings.public_base_url or str(request.base_url)).rstrip("/")
-        return {"name": wanted.name, "url": f"{base}{PAGES}/{signer.sign(grant)}"}
+        return ExperienceCreated(name=wanted.name, url=f"{base}{PAGES}/{signer.sign(grant)}")
 
     @router.get(PAGES + "/assets/{name}", include_in_schema=False)
     async def page_asset(name: str, v: str | None = None) -> Response:
