@@ -144,6 +144,10 @@ async def test_an_audio_conversations_kept_media_plays_from_the_page_and_seeks_w
         forged = await engine.client.get(f"{path[:-5]}AAAAA/media")
         assert forged.status_code == 403
         assert "not valid" in forged.json()["message"]
+        # A browser sent to a refused media URL gets the refusal page, its stylesheet one level up.
+        forged_page = await engine.client.get(f"{path[:-5]}AAAAA/media", headers=HTML)
+        assert forged_page.status_code == 403
+        assert 'href="../assets/page.css?v=' in forged_page.text
 
 
 async def test_media_and_player_when_nothing_was_kept(tmp_path: Path) -> None:

@@ -113,10 +113,10 @@ def content_security_policy(grant: PageGrant, nonce: str) -> str:
     )
 
 
-def _refusal(request: Request, status: int, title: str, message: str) -> Response:
+def _refusal(request: Request, status: int, title: str, message: str, *, assets_path: str = "assets") -> Response:
     """A browser gets a page that says why; an API client gets Symbl's ``{"message": …}``."""
     if "text/html" in request.headers.get("accept", ""):
-        html = render_refusal(status=status, title=title, message=message, assets_path="assets")
+        html = render_refusal(status=status, title=title, message=message, assets_path=assets_path)
         return HTMLResponse(html, status_code=status, headers=_PRIVATE)
     return JSONResponse({"message": f"{title}. {message}"}, status_code=status, headers=_PRIVATE)
 
@@ -240,7 +240,7 @@ def build_experience_router() -> APIRouter:
     async def page_media(
         request: Request, token: str, conversations: ConversationsDep, settings: SettingsDep, signer: SignerDep
     ) -> Response:
-        opened = _open(request, signer, token)
+        opened = _open(request, signer, token, assets_path="../assets")
         if isinstance(opened, Response):
             return opened
         row = await conversation_row(conversations, opened.conversation_id)
@@ -257,13 +257,14 @@ def build_experience_router() -> APIRouter:
     return router
 
 
-def _open(request: Request, signer: PageSigner, token: str) -> PageGrant | Response:
+def _open(request: Request, signer: PageSigner, token: str, *, assets_path: str = "assets") -> PageGrant | Response:
+    """The grant of a page URL's token, or the refusal to answer with (``assets_path``: relative to the URL)."""
     try:
         return signer.open(token)
     except ExpiredLink as expired:
         when = time.strftime("%H:%M UTC on %d %B %Y", time.gmtime(expired.expired_at))
-        return _refusal(request, 410, "This summary link has expired", f"It worked until {when}. Ask for a new one.")
+        explained = f"It worked until {when}. Ask for a new one."
+        return _refusal(request, 410, "This summary link has expired", explained, assets_path=assets_path)
     except ForgedLink:
-        return _refusal(
-            request, 403, "This summary link is not valid", "It was altered, or it was not made by this engine."
-        )
+        explained = "It was altered, or it was not made by this engine."
+        return _refusal(request, 403, "This summary link is not valid", explained, assets_path=assets_path)
