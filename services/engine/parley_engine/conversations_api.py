@@ -31,6 +31,10 @@ from parley_engine.store import ConversationNotFound, ConversationRow, Conversat
 from parley_engine.transcript import markdown_transcript, srt_transcript
 
 
+# Far past any real list, and inside the database's 64-bit integers (SQLite overflows past them: a 500).
+MAX_LIST_OFFSET = 1_000_000_000
+
+
 class MemberUpdate(BaseModel):
     id: str
     name: str | None = None
@@ -132,7 +136,7 @@ def build_conversations_router() -> APIRouter:
     async def list_conversations(
         conversations: ConversationsDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
         order: Literal["asc", "desc"] = "desc",
         start_time: Annotated[datetime | None, Query(alias="startTime")] = None,
         end_time: Annotated[datetime | None, Query(alias="endTime")] = None,
