@@ -183,7 +183,7 @@ def spoken(sentences: list[Labelled], redactor: Redactor) -> Tally:
         for index, sentence in enumerate(sentences):
             wav = Path(folder) / f"{index}.wav"
             subprocess.run(["flite", "-voice", "slt", "-t", sentence.text, "-o", str(wav)], check=True)
-            utterances = recognizer.transcribe(wav, SpeechOptions(), first_message_index=0, id_prefix="1")
+            utterances = recognizer.transcribe(wav, SpeechOptions(), first_message_index=0, id_prefix="1000000000")
             heard = " ".join(u.text for u in utterances)
             redacted = " ".join(u.text for u in redactor.redact(utterances, options, hash_key=b"evaluation"))
             for start, end, label in sentence.values:
@@ -261,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-- false alarms: {len(chat.false_alarms)}", file=sys.stderr)
         for alarm in Counter(chat.false_alarms).most_common(args.show_misses):
             print("   ", alarm, file=sys.stderr)
+        for kind, misses in (speech.misses if speech else {}).items():
+            print(f"-- spoken {kind.value}: {len(misses)} leaked", file=sys.stderr)
+            for miss in misses[: args.show_misses]:
+                print("   ", miss, file=sys.stderr)
 
     lines = [
         "# PII redaction: recall and precision on generated, labelled sentences",

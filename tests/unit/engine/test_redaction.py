@@ -49,6 +49,10 @@ def found(redactor: Redactor, text: str, kinds: frozenset[PiiType] = frozenset(P
         ("Ship it to 221 Baker Street, Apt 4, Springfield.", "221 Baker Street, Apt 4, Springfield", "ADDRESS"),
         ("The VPN gateway is 10.20.30.40 now.", "10.20.30.40", "IP_ADDRESS"),
         ("I talked to Margaret Thompson yesterday.", "Margaret Thompson", "PERSON"),
+        # Identifiers read out and written down by speech-to-text: the words before them say what they are.
+        ("My passport number is 889-1814-09 and it expires in June.", "889-1814-09", "PASSPORT_NUMBER"),
+        ("The server logs show requests from 10226-222.74 at midnight.", "10226-222.74", "IP_ADDRESS"),
+        ("DOB is 720 slash 1991, the member number is on the card.", "720 slash 1991", "DATE_OF_BIRTH"),
     ],
 )
 def test_each_kind_is_found(redactor: Redactor, text: str, value: str, kind: str) -> None:
@@ -62,6 +66,7 @@ def test_each_kind_is_found(redactor: Redactor, text: str, value: str, kind: str
         "The order number is 4111 1111 1111 1112.",
         "Let's meet on Friday, March 3rd at 10 am to review the budget.",
         "We shipped 1500 units in 2024 and expect 2000 next year.",
+        "Revenue was 1,500,000 dollars, about 2500000 with the renewals.",
         # The names of the identifiers are not organisations.
         "What is your SSN and your DOB?",
     ],

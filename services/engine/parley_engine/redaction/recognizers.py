@@ -66,7 +66,8 @@ _MONTHS = (
 _DAY = r"(?:[0-3]?\d)(?:st|nd|rd|th)?"
 DATE_FORMS = re.compile(
     rf"\b(?:"
-    rf"[0-3]?\d[/.-][0-3]?\d[/.-](?:19|20)?\d\d"  # 7/21/1986, 21.07.86
+    rf"[0-3]?\d(?:[/.-]|\s*slash\s*)[0-3]?\d(?:[/.-]|\s*slash\s*)(?:19|20)?\d\d"  # 7/21/1986, 21.07.86
+    rf"|\d{{3,4}}\s*slash\s*(?:19|20)\d\d"  # "720 slash 1991": a date read out, written down by speech-to-text
     rf"|(?:19|20)\d\d-[01]\d-[0-3]\d"  # 1986-07-21
     rf"|{_MONTHS}\s+{_DAY}(?:,?\s+(?:19|20)\d\d)?"  # July 21st, 1986
     rf"|(?:the\s+)?{_DAY}\s+(?:of\s+)?{_MONTHS}(?:,?\s+(?:19|20)\d\d)?"  # 21 July 1986, the 21st of July
@@ -144,3 +145,62 @@ class SpokenOfNhsRecognizer(NhsRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool | None:  # type: ignore[override]  # None: keep the score
         return None if super().validate_result(pattern_text) else False
+
+
+# A run of digits as speech-to-text writes an identifier read out: groups joined by spaces, dashes, dots or
+# commas, and letters among them ("10226-222.74", "GD89I UFH7156…", "889-1814-09"); at least seven digits in all.
+_SPOKEN_RUN = re.compile(r"\b[0-9a-z]*\d[0-9a-z]*(?:[ .,:/-]{1,2}[0-9a-z]*\d[0-9a-z]*){0,8}\b", re.IGNORECASE)
+# Amounts ("1,500,000", "2.5") and years are numbers a meeting keeps.
+_AMOUNT = re.compile(r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d{1,2}")
+MIN_SPOKEN_DIGITS = 7
+# What the words before a read-out number say it is; the first kind whose words appear wins.
+SPOKEN_NUMBER_CONTEXT: dict[str, tuple[str, ...]] = {
+    "CREDIT_CARD": ("card", "visa", "mastercard", "amex"),
+    "US_SSN": ("social", "ssn", "security number"),
+    "IBAN_CODE": ("iban",),
+    "US_BANK_NUMBER": ("account", "routing", "transfer", "wire"),
+    "US_PASSPORT": ("passport",),
+    "US_DRIVER_LICENSE": ("license", "licence"),
+    "US_ITIN": ("itin", "tax id", "taxpayer"),
+    "IP_ADDRESS": ("ip", "server", "gateway", "vpn", "host", "requests from"),
+    "DATE_OF_BIRTH": ("born", "birth", "dob"),
+    "PHONE_NUMBER": ("phone", "call", "cell", "mobile", "reach", "text me", "line", "extension", "contact"),
+}
+SPOKEN_CONTEXT_CHARS = 60
+
+
+class SpokenNumberRecognizer(EntityRecognizer):
+    """An identifier read out and written down by speech-to-text, named by the words said before it.
+
+    Checksums and formats cannot vouch for what a recognizer made of digits read aloud, so the words before the
+    number decide what it is ("my passport number is 889-1814-09"); a long number with no such words is left alone.
+    """
+
+    ENTITIES: ClassVar[list[str]] = list(SPOKEN_NUMBER_CONTEXT)
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=self.ENTITIES, name="SpokenNumberRecognizer", supported_language="en")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        found = []
+        for match in _SPOKEN_RUN.finditer(text):
+            value = match.group()
+            if sum(c.isdigit() for c in value) < MIN_SPOKEN_DIGITS or _AMOUNT.fullmatch(value):
+                continue
+            before = text[max(0, match.start() - SPOKEN_CONTEXT_CHARS) : match.start()].lower()
+            kind = next(
+                (
+                    kind
+                    for kind, words in SPOKEN_NUMBER_CONTEXT.items()
+                    if kind in entities and any(re.search(rf"\b{re.escape(word)}", before) for word in words)
+                ),
+                None,
+            )
+            if kind is not None:
+                found.append(RecognizerResult(kind, match.start(), match.end(), 0.6))
+        return found

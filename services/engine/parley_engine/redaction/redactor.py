@@ -21,6 +21,7 @@ from parley_engine.redaction.recognizers import (
     AnyCardNumberRecognizer,
     DateOfBirthRecognizer,
     OfflineEmailRecognizer,
+    SpokenNumberRecognizer,
     SpokenOfNhsRecognizer,
     StreetAddressRecognizer,
 )
@@ -141,6 +142,7 @@ class Redactor:
             AnyCardNumberRecognizer(),
             StreetAddressRecognizer(),
             DateOfBirthRecognizer(),
+            SpokenNumberRecognizer(),
         ):
             registry.add_recognizer(recognizer)
         registry.add_recognizer(UkNinoRecognizer())
