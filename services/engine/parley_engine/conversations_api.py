@@ -30,7 +30,6 @@ from parley_engine.media_store import KeptMedia
 from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, MemberNotFound, NewJob
 from parley_engine.transcript import markdown_transcript, srt_transcript
 
-
 # Far past any real list, and inside the database's 64-bit integers (SQLite overflows past them: a 500).
 MAX_LIST_OFFSET = 1_000_000_000
 

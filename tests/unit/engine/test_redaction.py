@@ -118,7 +118,7 @@ def test_the_option_reads_either_spelling_and_refuses_unknown_kinds() -> None:
     options = RedactionOptions.model_validate({"enabled": True, "entityTypes": ["phone_number", "PERSON"]})
     assert options.kinds == {PiiType.PHONE_NUMBER, PiiType.PERSON}
     assert RedactionOptions(enabled=True).kinds == set(PiiType)
-    with pytest.raises(ValueError, match="entityTypes|entity_types"):
+    with pytest.raises(ValueError, match=r"entityTypes|entity_types"):
         RedactionOptions.model_validate({"enabled": True, "entityTypes": ["SHOE_SIZE"]})
 
 

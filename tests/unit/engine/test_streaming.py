@@ -532,9 +532,7 @@ async def test_a_slow_reader_is_detected_without_blocking_the_sender() -> None:
         await flooded.run(StuckSocket())
 
 
-async def test_a_redacted_stream_sends_stores_and_reports_only_redacted_words(
-    tmp_path: Path, decoder: Decoder
-) -> None:
+async def test_a_redacted_stream_sends_stores_and_reports_only_redacted_words(tmp_path: Path, decoder: Decoder) -> None:
     said = "Please call me on 415 555 2671 tomorrow"
     async with (
         streaming_engine(tmp_path, decoder) as engine,
