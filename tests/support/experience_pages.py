@@ -19,21 +19,8 @@ from typing import Any
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
 from playwright.async_api import Browser, async_playwright
 
+from parley_devtools.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.support.engine import FakeAnalyzer
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Media plays without a user gesture and without a sound card.
-    "--autoplay-policy=no-user-gesture-required",
-    "--mute-audio",
-]
 
 
 @asynccontextmanager

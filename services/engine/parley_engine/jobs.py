@@ -38,9 +38,8 @@ from parley_engine.metrics import engine_job_ended
 from parley_engine.redaction.options import RedactionOptions, substitution_key
 from parley_engine.redaction.words import redacted_spans
 from parley_engine.settings import EngineSettings
-from parley_engine.speech.media import MediaError
 from parley_engine.speech.options import SpeechOptions
-from parley_engine.speech.redacted_audio import REDACTED_AUDIO_SUFFIX, write_redacted_audio
+from parley_engine.speech.redacted_audio import REDACTED_AUDIO_SUFFIX
 from parley_engine.store import ConversationNotFound, ConversationRow, ConversationStore, JobLeaseLost, JobRow, JobStore
 from parley_engine.workers import AnalysisWorkers, JobInputError
 
@@ -363,9 +362,10 @@ class JobRunner:
         finally:
             if finished:
                 self._on_status_change()
-                if kept is not None:
-                    self._kept_media.keep(job.conversation_id, kept)
-                for path in [*self._media_paths(job), *([kept] if kept else [])]:
+                paths = self._media_paths(job)
+                if kept is not None and not self._kept_media.keep(job.conversation_id, kept):
+                    paths.append(kept)  # the conversation has its recording already
+                for path in paths:
                     path.unlink(missing_ok=True)
 
     async def _fail(self, job: JobRow, reason: str) -> bool:
@@ -444,13 +444,7 @@ class JobRunner:
             for start, end in redacted_spans(before, after)
         ]
         target = media.with_name(f"{job.id}-redacted{REDACTED_AUDIO_SUFFIX}")
-        try:
-            await asyncio.to_thread(
-                write_redacted_audio, media, spans, target, substitution=redaction.audio_substitution
-            )
-        except MediaError as error:
-            target.unlink(missing_ok=True)
-            raise JobInputError(f"could not write the redacted audio: {error}") from None
+        await self._workers.write_redacted_audio(media, spans, target, redaction.audio_substitution)
         return target
 
     async def _reattribute_speakers(self, job: JobRow) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from parley_engine.conversation import AnalysisOptions, ConversationInsights, Utterance
 from parley_engine.processes import die_with_parent
-from parley_engine.redaction.options import RedactionOptions
+from parley_engine.redaction.options import AudioSubstitution, RedactionOptions
 from parley_engine.settings import usable_cpu_count
 from parley_engine.speech.options import SpeechOptions
 
@@ -74,6 +74,10 @@ class AnalysisWorkers(Protocol):
         self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
     ) -> list[Utterance]: ...
 
+    async def write_redacted_audio(
+        self, source: Path, spans: Sequence[tuple[float, float]], target: Path, substitution: AudioSubstitution
+    ) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -97,6 +101,20 @@ def real_redactor() -> UtteranceRedactor:
 
     redactor: UtteranceRedactor = Redactor()
     return redactor
+
+
+def redacted_audio_with(
+    source: Path, spans: list[tuple[float, float]], target: Path, substitution: AudioSubstitution
+) -> None:
+    """``redactAudio``'s copy of a recording; the decoder's ``MediaError`` becomes ``JobInputError``."""
+    from parley_engine.speech.media import MediaError
+    from parley_engine.speech.redacted_audio import write_redacted_audio
+
+    try:
+        write_redacted_audio(source, spans, target, substitution=substitution)
+    except MediaError as error:
+        target.unlink(missing_ok=True)
+        raise JobInputError(f"could not write the redacted audio: {error}") from None
 
 
 def transcribe_with(
@@ -162,17 +180,21 @@ class ThreadWorkers:
             )
         )
 
+    def _get_redactor(self) -> UtteranceRedactor:
+        with self._building:
+            if self._redactor is None:
+                self._redactor = self._redactor_factory()
+            return self._redactor
+
     async def redact(
         self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
     ) -> list[Utterance]:
-        def redact() -> list[Utterance]:
-            with self._building:
-                if self._redactor is None:
-                    self._redactor = self._redactor_factory()
-                redactor = self._redactor
-            return redactor.redact(utterances, options, hash_key=hash_key)
+        return await asyncio.to_thread(lambda: self._get_redactor().redact(utterances, options, hash_key=hash_key))
 
-        return await asyncio.to_thread(redact)
+    async def write_redacted_audio(
+        self, source: Path, spans: Sequence[tuple[float, float]], target: Path, substitution: AudioSubstitution
+    ) -> None:
+        await asyncio.to_thread(redacted_audio_with, source, list(spans), target, substitution)
 
     def close(self) -> None:
         return None
@@ -270,6 +292,12 @@ class ProcessPoolWorkers:
         self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes
     ) -> list[Utterance]:
         return await self._run(redact_in_worker, list(utterances), options, hash_key)
+
+    async def write_redacted_audio(
+        self, source: Path, spans: Sequence[tuple[float, float]], target: Path, substitution: AudioSubstitution
+    ) -> None:
+        # Decoding and re-encoding a whole recording is CPU work: in a worker, not the server's event loop process.
+        await self._run(redacted_audio_with, source, list(spans), target, substitution)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

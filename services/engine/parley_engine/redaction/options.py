@@ -38,6 +38,9 @@ class PiiType(StrEnum):
     CRYPTO_WALLET = "CRYPTO_WALLET"
 
 
+AudioSubstitution = Literal["silence", "tone"]
+
+
 class RedactionOptions(BaseModel):
     model_config = ConfigDict(
         alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
@@ -52,7 +55,7 @@ class RedactionOptions(BaseModel):
     )
     substitution: Literal["entityType", "hash"] = "entityType"
     redact_audio: bool = Field(False, description="silence the redacted words in the kept audio/video too")
-    audio_substitution: Literal["silence", "tone"] = Field(
+    audio_substitution: AudioSubstitution = Field(
         "silence", description="what covers a redacted word in the audio: silence, or a 1 kHz tone"
     )
 

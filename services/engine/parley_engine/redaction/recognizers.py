@@ -80,24 +80,33 @@ BIRTH_WORDS = re.compile(r"\b(?:born|birth|birthday|birthdate|dob|d\.o\.b)\b", r
 BIRTH_CONTEXT_CHARS = 48
 
 
-class DateOfBirthRecognizer(EntityRecognizer):
-    """A date with "born", "birthday", "date of birth" or "DOB" shortly before it, and no sentence end between."""
+class _NamedByWordsBefore(EntityRecognizer):
+    """A recognizer of values that the words said just before them name: no model to load, English only."""
 
-    ENTITIES: ClassVar[list[str]] = ["DATE_OF_BIRTH"]
+    ENTITIES: ClassVar[list[str]]
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=self.ENTITIES, name="DateOfBirthRecognizer", supported_language="en")
+        super().__init__(supported_entities=self.ENTITIES, name=type(self).__name__, supported_language="en")
 
     def load(self) -> None:
         pass
+
+    @staticmethod
+    def words_before(text: str, start: int, chars: int) -> str:
+        return text[max(0, start - chars) : start]
+
+
+class DateOfBirthRecognizer(_NamedByWordsBefore):
+    """A date with "born", "birthday", "date of birth" or "DOB" shortly before it, and no sentence end between."""
+
+    ENTITIES: ClassVar[list[str]] = ["DATE_OF_BIRTH"]
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         found = []
         for match in DATE_FORMS.finditer(text):
-            before = text[max(0, match.start() - BIRTH_CONTEXT_CHARS) : match.start()]
-            before = re.split(r"[.!?]\s", before)[-1]
+            before = re.split(r"[.!?]\s", self.words_before(text, match.start(), BIRTH_CONTEXT_CHARS))[-1]
             if BIRTH_WORDS.search(before):
                 start = match.start() + (len(match.group()) - len(match.group().lstrip()))
                 found.append(RecognizerResult("DATE_OF_BIRTH", start, match.end(), 0.85))
@@ -169,7 +178,7 @@ SPOKEN_NUMBER_CONTEXT: dict[str, tuple[str, ...]] = {
 SPOKEN_CONTEXT_CHARS = 60
 
 
-class SpokenNumberRecognizer(EntityRecognizer):
+class SpokenNumberRecognizer(_NamedByWordsBefore):
     """An identifier read out and written down by speech-to-text, named by the words said before it.
 
     Checksums and formats cannot vouch for what a recognizer made of digits read aloud, so the words before the
@@ -177,12 +186,6 @@ class SpokenNumberRecognizer(EntityRecognizer):
     """
 
     ENTITIES: ClassVar[list[str]] = list(SPOKEN_NUMBER_CONTEXT)
-
-    def __init__(self) -> None:
-        super().__init__(supported_entities=self.ENTITIES, name="SpokenNumberRecognizer", supported_language="en")
-
-    def load(self) -> None:
-        pass
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
@@ -192,7 +195,7 @@ class SpokenNumberRecognizer(EntityRecognizer):
             value = match.group()
             if sum(c.isdigit() for c in value) < MIN_SPOKEN_DIGITS or _AMOUNT.fullmatch(value):
                 continue
-            before = text[max(0, match.start() - SPOKEN_CONTEXT_CHARS) : match.start()].lower()
+            before = self.words_before(text, match.start(), SPOKEN_CONTEXT_CHARS).lower()
             kind = next(
                 (
                     kind

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import av
 import numpy as np
 import numpy.typing as npt
 
+from parley_engine.redaction.options import AudioSubstitution
 from parley_engine.speech.media import WHISPER_SAMPLE_RATE, decode_audio
 
 # How far each silenced span reaches past its words' timings, on each side.
@@ -30,7 +30,7 @@ REDACTED_AUDIO_SUFFIX = ".m4a"
 
 
 def blanked(
-    channels: npt.NDArray[np.float32], spans: Sequence[tuple[float, float]], substitution: Literal["silence", "tone"]
+    channels: npt.NDArray[np.float32], spans: Sequence[tuple[float, float]], substitution: AudioSubstitution
 ) -> npt.NDArray[np.float32]:
     """A copy of (channels, samples) at 16 kHz with every span (seconds, padded) silenced or toned."""
     result = channels.copy()
@@ -53,7 +53,7 @@ def write_redacted_audio(
     spans: Sequence[tuple[float, float]],
     target: Path,
     *,
-    substitution: Literal["silence", "tone"] = "silence",
+    substitution: AudioSubstitution = "silence",
 ) -> None:
     """Write ``source``'s audio with ``spans`` blanked to ``target`` (AAC in an .m4a); raises ``MediaError``."""
     channels = blanked(decode_audio(source).channels, spans, substitution)
