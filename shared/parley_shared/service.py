@@ -24,7 +24,7 @@ from parley_shared.exposure import api_document_routes
 from parley_shared.health import ConsumerProgress, health_router
 from parley_shared.http_errors import install_error_handlers
 from parley_shared.kafka.connection import consumer_tuning, make_broker
-from parley_shared.kafka.consume import ConsumeProduceStep
+from parley_shared.kafka.consume import ConsumeProduceStep, FenceOnRevoke
 from parley_shared.kafka.dead_letters import dead_letter_from_record, dead_letter_stream
 from parley_shared.kafka.history import read_since
 from parley_shared.kafka.hops import (
@@ -115,7 +115,9 @@ class PipelineService:
             group_id=self.group_id,
             on_progress=self.progress.handled,
         )
-        subscriber = self._subscriber(hop.consumes, hop.name, max_records=hop.max_records)
+        subscriber = self._subscriber(
+            hop.consumes, hop.name, max_records=hop.max_records, listener=FenceOnRevoke(step.fence)
+        )
 
         @subscriber
         async def consume(msg: KafkaMessage) -> None:

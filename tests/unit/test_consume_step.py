@@ -3,11 +3,15 @@ dead letters, retries with backoff (nothing sleeps), and outputs counted only on
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
+from parley_shared.kafka.consume import FenceOnRevoke
+from pydantic import BaseModel
 
 from tests.support.kafka_fakes import RecordedSleep, RecordingPublisher, batch_of
 from tests.support.scripted_hop import (
@@ -16,6 +20,7 @@ from tests.support.scripted_hop import (
     OUTPUT,
     SOURCE,
     Committed,
+    Said,
     ScriptedHandler,
     echoes,
     letters,
@@ -187,3 +192,93 @@ async def test_a_single_record_message_is_handled_too() -> None:
     await step(batch_of(record(4, 99, said("ok:solo")), single=True))
     assert echoes(publisher) == ["SOLO"]
     assert publisher.publications[0].consumed == {TopicPartition(SOURCE, 4): 100}
+
+
+# ---- a rebalance while a batch is handled (the fence against the previous owner's late commit) ------------------
+
+
+class HeldHandler(ScriptedHandler):
+    """Handles like ``ScriptedHandler`` once ``release`` is set: a slow provider read, say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, event: Said) -> list[BaseModel]:
+        self.started.set()
+        await self.release.wait()
+        return await super().__call__(event)
+
+
+class HeldPublisher(RecordingPublisher):
+    """Commits like ``RecordingPublisher`` once ``release`` is set: a transaction in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, records: Any, **kwargs: Any) -> None:
+        self.committing.set()
+        await self.release.wait()
+        await super().publish(records, **kwargs)
+
+
+async def test_a_batch_whose_partitions_are_revoked_while_it_is_handled_is_not_committed() -> None:
+    publisher, committed, handler = RecordingPublisher(), Committed(), HeldHandler()
+    step = make_step(handler, publisher, RecordedSleep(), committed)
+    handling = asyncio.create_task(step(batch_of(record(0, 5, said("ok:late")))))
+    await handler.started.wait()
+
+    await FenceOnRevoke(step.fence).on_partitions_revoked([TopicPartition(SOURCE, 0)])
+    handler.release.set()
+    await handling
+
+    # The partition's new owner reads offset 5 again from the last commit: committing here would end it twice.
+    assert publisher.publications == []
+    assert committed.echoed == []
+    assert handler.attempts == {"ok:late": 1}
+
+
+async def test_revocation_waits_for_a_commit_already_under_way_and_later_batches_commit_again() -> None:
+    publisher = HeldPublisher()
+    step = make_step(ScriptedHandler(), publisher, RecordedSleep())
+    handling = asyncio.create_task(step(batch_of(record(0, 5, said("ok:first")))))
+    await publisher.committing.wait()
+
+    revoking = asyncio.create_task(FenceOnRevoke(step.fence).on_partitions_revoked([TopicPartition(SOURCE, 0)]))
+    await asyncio.sleep(0.01)
+    assert not revoking.done()  # the rebalance goes on only after this member's last commit
+    publisher.release.set()
+    await asyncio.gather(handling, revoking)
+    assert echoes(publisher) == ["FIRST"]
+
+    # Records fetched under the new assignment commit as usual.
+    await step(batch_of(record(0, 6, said("ok:second"))))
+    assert echoes(publisher, 1) == ["SECOND"]
+
+
+async def test_a_record_stops_being_retried_once_its_partition_is_revoked() -> None:
+    publisher, handler = RecordingPublisher(), ScriptedHandler()
+
+    class RevokingSleep(RecordedSleep):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            await step.fence.revoke()  # a rebalance during the backoff
+
+    step = make_step(handler, publisher, RevokingSleep(), max_attempts=8)
+    await step(batch_of(record(0, 1, said("flaky:100"))))
+
+    assert handler.attempts == {"flaky:100": 2}  # the attempt under way ends, and no more follow
+    assert publisher.publications == []
+
+
+async def test_an_empty_revocation_at_the_first_assignment_changes_nothing() -> None:
+    publisher = RecordingPublisher()
+    step = make_step(ScriptedHandler(), publisher, RecordedSleep())
+    epoch = step.fence.epoch
+    await FenceOnRevoke(step.fence).on_partitions_revoked([])
+    assert step.fence.epoch == epoch
+    await step(batch_of(record(0, 1, said("ok:a"))))
+    assert echoes(publisher) == ["A"]

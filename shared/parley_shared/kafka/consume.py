@@ -6,16 +6,20 @@ retried with jittered backoff, and after the retry policy's last attempt it too 
 attempt count) instead of blocking its partition forever. The outputs and the batch's offsets are then committed
 in one transaction, and only then counted. If the commit fails, the batch is handled again after a pause: nothing
 lost, nothing half-written.
+
+A batch whose partitions are revoked while it is being handled is never committed (``AssignmentFence``): its
+records' new owner handles them again from the last committed offset, so they end once, not twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
@@ -56,6 +60,68 @@ def classify_failure(error: Exception) -> PermanentFailure | TransientFailure:
     if isinstance(error, ProviderError):
         return PermanentFailure(str(error))
     raise error
+
+
+class PartitionsRevoked(Exception):
+    """The batch's partitions were revoked while it was handled: another member now owns (and re-reads) them."""
+
+
+class AssignmentFence:
+    """Keeps the consumer group's previous owner of a partition from committing after its successor has started.
+
+    aiokafka adds consumed offsets to a transaction without the group's generation (TxnOffsetCommit v0, before
+    KIP-447), so the broker does not refuse a commit from a member that has just lost the partition. Without this
+    fence a replica still fetching insights when a rebalance moves the partition commits them after the new owner
+    has read the same record from the last committed offset, and the job ends twice.
+
+    Every assignment change bumps ``epoch``; a batch commits only if the epoch it began in is still current, and
+    the revocation callback returns (letting the rebalance go on) only once the commits already under way have
+    finished. aiokafka runs every member's ``on_partitions_revoked`` before any member is assigned partitions, so
+    the successor reads the committed offset only after the last commit the previous owner will ever make.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self._commits_in_flight = 0
+        self._no_commits_in_flight = asyncio.Event()
+        self._no_commits_in_flight.set()
+
+    def check(self, since_epoch: int) -> None:
+        """Raises ``PartitionsRevoked`` if the assignment changed after ``since_epoch``."""
+        if since_epoch != self.epoch:
+            raise PartitionsRevoked(f"assignment changed (epoch {since_epoch} -> {self.epoch})")
+
+    @asynccontextmanager
+    async def committing(self, since_epoch: int) -> AsyncIterator[None]:
+        """Wraps a commit of work begun in ``since_epoch``: refused if the assignment has changed since."""
+        self.check(since_epoch)
+        self._commits_in_flight += 1
+        self._no_commits_in_flight.clear()
+        try:
+            yield
+        finally:
+            self._commits_in_flight -= 1
+            if not self._commits_in_flight:
+                self._no_commits_in_flight.set()
+
+    async def revoke(self) -> None:
+        """Refuses every commit of work begun before now, and waits for those already committing."""
+        self.epoch += 1
+        await self._no_commits_in_flight.wait()
+
+
+class FenceOnRevoke(ConsumerRebalanceListener):
+    """The subscriber's rebalance listener: fences the step's commits before its partitions change hands."""
+
+    def __init__(self, fence: AssignmentFence) -> None:
+        self._fence = fence
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            await self._fence.revoke()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Nothing to do: the consumer resumes each assigned partition from its committed offset."""
 
 
 # A record's outcome: the events it produced (or its dead letter) and their outgoing records.
@@ -101,8 +167,9 @@ class ConsumeProduceStep:
         self._sleep = sleep
         self._on_progress = on_progress
         self._limit = asyncio.Semaphore(hop.concurrency)
+        self.fence = AssignmentFence()
 
-    async def _attempts(self, record: Any) -> Handled:
+    async def _attempts(self, record: Any, epoch: int) -> Handled:
         """The record's output events and their records (carrying the current span's trace), or its dead letter."""
         try:
             event = self._hop.consumes.decode(record.value)
@@ -125,6 +192,7 @@ class ConsumeProduceStep:
                     return self._dead_letter(record, error, attempt)
                 if isinstance(failure, PermanentFailure) or not self._retries.may_retry(attempt):
                     return self._dead_letter(record, failure, attempt)
+                self.fence.check(epoch)  # no use retrying for a partition this member no longer owns
                 delay = self._retries.delay(attempt)
                 series(RECORD_RETRIES, self._service).inc()
                 logger.warning(
@@ -151,27 +219,38 @@ class ConsumeProduceStep:
         letter = dead_letter_from_record(record, service=self._service, error=failure, attempts=attempts)
         return [letter], self._outputs.records([letter])
 
-    async def handle_records(self, records: Sequence[Any]) -> None:
-        """Handle ``records`` and commit outputs and offsets atomically (raises if the commit fails)."""
-        results = await asyncio.gather(*(self._traced(r) for r in records))
+    async def handle_records(self, records: Sequence[Any], *, epoch: int | None = None) -> None:
+        """Handle ``records`` and commit outputs and offsets atomically (raises if the commit fails, and
+        ``PartitionsRevoked`` if the assignment changed after ``epoch``, the fence's current one by default)."""
+        epoch = self.fence.epoch if epoch is None else epoch
+        results = await asyncio.gather(*(self._traced(r, epoch) for r in records))
         events = [event for result, _ in results for event in result]
         outgoing = [out for _, result in results for out in result]
-        await self._publisher.publish(outgoing, consumed=consumed_offsets(records), group_id=self._group_id)
+        async with self.fence.committing(epoch):
+            await self._publisher.publish(outgoing, consumed=consumed_offsets(records), group_id=self._group_id)
         self._outputs.committed(events)
         count_committed_records(self._service, [any(isinstance(e, DeadLetter) for e in r) for r, _ in results])
 
-    async def _traced(self, record: Any) -> Handled:
+    async def _traced(self, record: Any, epoch: int) -> Handled:
         # One span per record, in the trace its producer started; the outputs carry it on to the next hop.
         with consuming_record(record, service=self._service, group_id=self._group_id):
-            return await self._attempts(record)
+            return await self._attempts(record, epoch)
 
     async def __call__(self, msg: ConsumedBatch) -> None:
         raw = msg.raw_message
         records: Sequence[Any] = raw if isinstance(raw, (tuple, list)) else (raw,)
+        epoch = self.fence.epoch  # the assignment these records were fetched under
         attempt = 1
         while True:
             try:
-                await self.handle_records(records)
+                await self.handle_records(records, epoch=epoch)
+                if self._on_progress is not None:
+                    self._on_progress()
+                return
+            except PartitionsRevoked as revoked:
+                logger.info(
+                    "not committing a batch of %d: %s; the partitions' new owner reads it again", len(records), revoked
+                )
                 if self._on_progress is not None:
                     self._on_progress()
                 return
