@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,23 @@ class RecordingPublisher(AtomicPublisher):
     def records(self) -> list[OutgoingRecord]:
         """Every record committed so far, in order."""
         return [r for publication in self.publications for r in publication.records]
+
+
+class HeldPublisher(RecordingPublisher):
+    """A ``RecordingPublisher`` whose first ``held`` publishes wait for ``release``: transactions in flight."""
+
+    def __init__(self, held: int = 1) -> None:
+        super().__init__()
+        self.held = held
+        self.committing = asyncio.Event()  # set once a held publish is waiting
+        self.release = asyncio.Event()
+
+    async def publish(self, records: Sequence[OutgoingRecord], **kwargs: Any) -> None:
+        if self.held > 0:
+            self.held -= 1
+            self.committing.set()
+            await self.release.wait()
+        await super().publish(records, **kwargs)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -13,7 +12,7 @@ from aiokafka.errors import KafkaConnectionError
 from parley_shared.kafka.consume import FenceOnRevoke
 from pydantic import BaseModel
 
-from tests.support.kafka_fakes import RecordedSleep, RecordingPublisher, batch_of
+from tests.support.kafka_fakes import HeldPublisher, RecordedSleep, RecordingPublisher, batch_of
 from tests.support.scripted_hop import (
     DEAD_LETTERS,
     GROUP,
@@ -209,20 +208,6 @@ class HeldHandler(ScriptedHandler):
         self.started.set()
         await self.release.wait()
         return await super().__call__(event)
-
-
-class HeldPublisher(RecordingPublisher):
-    """Commits like ``RecordingPublisher`` once ``release`` is set: a transaction in flight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.committing = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def publish(self, records: Any, **kwargs: Any) -> None:
-        self.committing.set()
-        await self.release.wait()
-        await super().publish(records, **kwargs)
 
 
 async def test_a_batch_whose_partitions_are_revoked_while_it_is_handled_is_not_committed() -> None:

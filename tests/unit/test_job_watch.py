@@ -38,7 +38,7 @@ from tests.support.job_watch import (
     resolved,
     submitted,
 )
-from tests.support.kafka_fakes import Publication, RecordingPublisher
+from tests.support.kafka_fakes import HeldPublisher, Publication, RecordingPublisher
 from tests.support.virtual_time import START, VirtualClock, run_in_virtual_time
 
 # ---- cost of a job ---------------------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ def test_revoking_a_partition_drops_its_jobs() -> None:
             watch.on_submitted(submitted("job-p0", START), partition=0, offset=0)
             watch.on_submitted(submitted("job-p1", START), partition=1, offset=0)
             await asyncio.sleep(0.5)
-            watch.revoke(0)
+            await watch.hand_over([0])
             await asyncio.sleep(600)
         await watch.flush()
 
@@ -482,6 +482,37 @@ def test_revoking_a_partition_drops_its_jobs() -> None:
         assert "job-p0" not in watch.scheduler
         assert [o.job_id for o in outcomes(publisher)] == ["job-p1"]
         assert set(watch.commit_positions()) == {TopicPartition(TOPICS.jobs, 1)}
+
+    run_in_virtual_time(scenario)
+
+
+def test_a_partition_is_handed_over_only_after_every_outcome_settled_in_it_is_committed() -> None:
+    """The new owner must find each outcome already settled here committed, or it settles the job a second time."""
+
+    async def scenario(clock: VirtualClock) -> None:
+        jobs = {name: ProviderJob(finishes_at=START + t) for name, t in [("job-x", 1), ("job-y", 10), ("job-z", 1e6)]}
+        provider = FakeJobApi(clock, jobs)
+        publisher = HeldPublisher(held=1)
+        watch = make_watch(clock, provider, publisher)
+        watch.assign(0, committed=0, end=0)
+        async with polling(watch):
+            for offset, job in enumerate(jobs):
+                watch.on_submitted(submitted(job, START), partition=0, offset=offset)
+            await asyncio.sleep(5)
+            in_flight = asyncio.create_task(watch.flush())  # job-x's outcome, its transaction still open
+            await publisher.committing.wait()
+            await asyncio.sleep(20)  # job-y settles meanwhile: queued for the next transaction
+
+            handing_over = asyncio.create_task(watch.hand_over([0]))
+            await asyncio.sleep(1)
+            assert not handing_over.done(), "the rebalance went on while an outcome was still being committed"
+            publisher.release.set()
+            await asyncio.gather(in_flight, handing_over)
+
+        assert [o.job_id for o in outcomes(publisher)] == ["job-x", "job-y"]
+        assert last_committed(publisher, 0) == 2  # job-z, pending, is its new owner's from offset 2
+        assert "job-z" not in watch.scheduler
+        assert watch.commit_positions() == {}
 
     run_in_virtual_time(scenario)
 
@@ -495,11 +526,9 @@ def test_a_job_whose_outcome_was_dropped_is_watched_again_when_its_partition_ret
         async with polling(watch):
             watch.on_submitted(submitted("job-a", START), partition=0, offset=0)
             await asyncio.sleep(30)
-            # A rebalance while Kafka is unreachable (what JobsPartitionListener does on revocation).
-            with pytest.raises(ConnectionError):
-                await watch.flush()
-            watch.drop_unpublished()
-            watch.revoke(0)
+            # A rebalance while Kafka is unreachable: the settled outcome cannot be committed, so it is dropped.
+            await watch.hand_over([0])
+            assert publisher.publications == []
             # The partition comes back to this watcher; nothing was committed, so the job is read again.
             watch.assign(0, committed=0, end=1)
             watch.on_submitted(submitted("job-a", START), partition=0, offset=0)

@@ -41,13 +41,7 @@ class JobsPartitionListener(ConsumerRebalanceListener):
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        try:
-            await self._watch.flush()
-        except Exception as error:
-            logger.warning("could not publish outcomes before losing partitions (%s)", error)
-            self._watch.drop_unpublished()
-        for tp in revoked:
-            self._watch.revoke(tp.partition)
+        await self._watch.hand_over([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer()

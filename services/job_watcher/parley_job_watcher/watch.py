@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -97,6 +97,7 @@ class JobWatch:
         self._scheduler_changed = asyncio.Event()
         self._offsets_dirty = False
         self._checks: set[asyncio.Task[None]] = set()
+        self._flushing = asyncio.Lock()
         self.status_polls = 0
         self.webhooks_received = 0
 
@@ -105,12 +106,25 @@ class JobWatch:
     def assign(self, partition: int, committed: int, end: int) -> None:
         self.partitions[partition] = PartitionProgress(next_offset=committed, end_at_assignment=end)
 
-    def revoke(self, partition: int) -> None:
-        """Forget a partition's jobs: its new owner rebuilds them from the last committed offset."""
-        self.partitions.pop(partition, None)
+    async def hand_over(self, partitions: Collection[int]) -> None:
+        """Before a rebalance moves ``partitions``: settle nothing more of theirs, commit what is settled, forget them.
+
+        Their new owner rebuilds the pending jobs from the last committed offset. It must find every outcome this
+        replica settled already committed (with its JobResolved marker), or it would settle those jobs again: so
+        their checks stop first, then the outbox is committed (after any transaction still in flight), and only then
+        does the rebalance go on. If that commit fails, those outcomes are dropped and the new owner settles them.
+        """
+        revoked = set(partitions)
         for job in self.scheduler.jobs():
-            if job.partition == partition:
-                self.scheduler.remove(job.job_id)
+            if job.partition in revoked:
+                self.scheduler.remove(job.job_id)  # a check under way finds it gone and settles nothing
+        try:
+            await self.flush()
+        except Exception as error:
+            logger.warning("could not publish outcomes before losing partitions (%s)", error)
+            self.drop_unpublished()
+        for partition in revoked:
+            self.partitions.pop(partition, None)
 
     def owns(self, partition: int) -> bool:
         """Whether this replica reads that jobs-topic partition now."""
@@ -338,7 +352,12 @@ class JobWatch:
         self._outbox_has_work.set()
 
     async def flush(self) -> None:
-        """Publish everything queued, with the offsets now safe to commit, in one transaction."""
+        """Publish everything queued, with the offsets now safe to commit, in one transaction (returns once every
+        transaction begun before it has ended too)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         records, self._outbox = self._outbox, []
         events, self._outbox_events = self._outbox_events, []
         settled_jobs, self._outbox_jobs = self._outbox_jobs, []
