@@ -306,6 +306,42 @@ def stream(
 
 
 @app.command()
+def call(
+    target: Annotated[str, typer.Argument(help="a SIP URI (sip:user@host[:port][;transport=tcp]) or a phone number")],
+    url: Annotated[
+        str, typer.Option(envvar="PARLEY_CALL_URL", help="HTTP base of the engine (or ingest)")
+    ] = "http://127.0.0.1:8700",
+    token: Annotated[
+        str | None, typer.Option(envvar="PARLEY_STREAM_TOKEN", help="access token; default: one from the provider")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the conversation's name")] = None,
+    dtmf: Annotated[
+        str | None, typer.Option(help="digits sent once a phone call is answered (',' waits 0.5 s)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the final report as JSON")] = False,
+) -> None:
+    """Have the engine dial into a call (Symbl's Telephony API) and print its live transcript until it ends
+    (Ctrl-C hangs up)."""
+    from parley_cli.calling import call_and_follow
+    from parley_cli.streaming import access_token
+
+    settings = ParleySettings()
+    try:
+        if token is None:
+            provider = settings.provider
+            token = access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
+        report = asyncio.run(call_and_follow(url, target, token=token, name=name, dtmf=dtmf, show=typer.echo))
+    except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(report)))
+    else:
+        typer.echo(f"conversation {report.conversation_id}")
+    raise typer.Exit(0 if report.conversation_id and not report.errors else 1)
+
+
+@app.command()
 def tail(
     from_beginning: Annotated[bool, typer.Option(help="start at the oldest retained event")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print whole events")] = False,

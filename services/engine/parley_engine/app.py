@@ -40,6 +40,9 @@ from parley_engine.streaming.router import build_streaming_router
 from parley_engine.streaming.service import StreamingService
 from parley_engine.streaming.session import StreamSession
 from parley_engine.streaming.workers import Decoder, LiveProcessWorkers, LiveThreadWorkers, LiveWorkers, real_decoder
+from parley_engine.telephony.calls import TelephonyCalls
+from parley_engine.telephony.ports import SipDialer
+from parley_engine.telephony.router import build_telephony_router
 from parley_engine.tokens import TokenAuthority
 from parley_engine.webhooks import WebhookSender
 from parley_engine.workers import (
@@ -82,6 +85,16 @@ def build_live_workers(
     return LiveThreadWorkers(decoder_factory or real_decoder, analyzer_factory or real_analyzer)
 
 
+def sip_user_agent(settings: EngineSettings) -> SipDialer:
+    """The Telephony API's SIP user agent, on the configured local address."""
+    from parley_engine.telephony.sip import SipUserAgent
+
+    return SipUserAgent(
+        bind_address=settings.sip_bind_address,
+        advertised_address=settings.sip_advertised_address or settings.sip_bind_address,
+    )
+
+
 def create_app(
     settings: EngineSettings | None = None,
     *,
@@ -89,6 +102,7 @@ def create_app(
     recognizer_factory: Callable[[], Recognizer] | None = None,
     decoder_factory: Callable[[], Decoder] | None = None,
     redactor_factory: Callable[[], UtteranceRedactor] | None = None,
+    dialer_factory: Callable[[EngineSettings], SipDialer] = sip_user_agent,
     fault_settings: FaultSettings | None = None,
 ) -> FastAPI:
     settings = settings or EngineSettings()
@@ -125,7 +139,10 @@ def create_app(
                 on_status_change=sender.wake,
             ),
         )
-        app.state.components = EngineComponents(settings, store, workers, runner, sender, authority, streaming)
+        telephony = TelephonyCalls(settings, dialer_factory(settings), streaming)
+        app.state.components = EngineComponents(
+            settings, store, workers, runner, sender, authority, streaming, telephony
+        )
         await sender.start()
         await runner.start()
         if isinstance(live_workers, LiveProcessWorkers):
@@ -136,7 +153,9 @@ def create_app(
         finally:
             if isinstance(live_workers, LiveProcessWorkers):
                 warm_up.cancel()
-            # Streams waiting for their clients end now, their jobs handed over before the runner stops.
+            # Calls hang up and streams waiting for their clients end now, their jobs handed over before the runner
+            # stops.
+            await telephony.close()
             await streaming.hub.end_waiting_streams()
             await runner.stop()
             await sender.stop()
@@ -181,6 +200,7 @@ def create_app(
     app.include_router(build_job_router())
     app.include_router(build_conversations_router())
     app.include_router(build_streaming_router())
+    app.include_router(build_telephony_router())
     app.include_router(build_experience_router())
     if fault_mode is not None:  # fault injection: middleware and GET /_faults/log
         fault_mode.install(app, settings.resolved_database_url)

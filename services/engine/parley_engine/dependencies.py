@@ -15,6 +15,7 @@ from parley_engine.jobs import JobRunner
 from parley_engine.settings import EngineSettings
 from parley_engine.store import ConversationStore, JobStore, Store
 from parley_engine.streaming.service import StreamingService
+from parley_engine.telephony.calls import TelephonyCalls
 from parley_engine.tokens import TokenAuthority
 from parley_engine.webhooks import WebhookSender
 from parley_engine.workers import AnalysisWorkers
@@ -31,6 +32,7 @@ class EngineComponents:
     webhook_sender: WebhookSender
     token_authority: TokenAuthority
     streaming: StreamingService
+    telephony: TelephonyCalls
 
 
 def started_components(request: Request) -> EngineComponents | None:

@@ -123,6 +123,30 @@ class EngineSettings(BaseSettings):
         description="where a stream's job reports its status when its start_request names no webhookUrl; "
         "unset: no webhook",
     )
+    telephony_max_calls: int = Field(
+        4, ge=1, description="Telephony API calls at once (each is also a live stream); past it 429"
+    )
+    sip_bind_address: str = Field(
+        "127.0.0.1",
+        description="the local address the SIP user agent and its RTP sockets use; set it to the pod's address (or "
+        "0.0.0.0) for calls beyond this host",
+    )
+    sip_advertised_address: str | None = Field(
+        None, description="the address put in SDP and Contact headers (a NAT's public address); unset: sip_bind_address"
+    )
+    sip_username: str | None = Field(None, description="digest authentication user for SIP endpoints that ask for it")
+    sip_password: SecretStr | None = Field(None, description="digest authentication password for SIP endpoints")
+    sip_trunk_uri: str | None = Field(
+        None,
+        description="the SIP trunk (gateway) that places pstn calls, e.g. sip:gateway.example.com;transport=tcp; "
+        "unset: pstn endpoints are refused",
+    )
+    sip_trunk_username: str | None = Field(None, description="the trunk's digest authentication user")
+    sip_trunk_password: SecretStr | None = Field(None, description="the trunk's digest authentication password")
+    sip_answer_timeout_seconds: float = Field(60.0, gt=0, description="a call not answered by then is cancelled")
+    sip_rtp_timeout_seconds: float = Field(
+        30.0, gt=0, description="an answered call whose audio stops for this long (no BYE) is hung up"
+    )
     trusted_webhook_urls: CommaSeparated = Field(
         (),
         description="comma-separated URL prefixes the engine may call back although they are not public (your "

@@ -3,8 +3,8 @@
 Submissions arrive as ``ProcessRequested`` commands on Kafka or on the Symbl Async API paths over HTTP (text,
 audio/video files streamed, audio/video URLs); each requestId is submitted to the provider once, and its job is
 announced as a ``JobSubmitted``. At start-up the recent ``JobSubmitted`` history rebuilds the idempotency ledger.
-Live streams (Symbl's Streaming API over WebSocket) are relayed to the provider; what it recognises is published
-on the live topic as it comes, and the stream's job is announced when the stream ends.
+Live streams (Symbl's Streaming API over WebSocket) and calls (its Telephony API) are relayed to the provider; what
+it recognises is published on the live topic as it comes, and the stream's or call's job is announced when it ends.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from parley_shared.provider.metrics import provider_error_counter
 from parley_shared.provider.ports import AsyncApi, ConversationCleanup
 from parley_shared.service import PipelineService
 
+from parley_ingest.calls_api import CallRelay, build_calls_router
 from parley_ingest.http_api import build_router
 from parley_ingest.ledger import RequestLedger
 from parley_ingest.live_api import LiveRelaySettings, build_live_router
@@ -87,8 +88,9 @@ def create_app(
 
     live_streams = service.http_input(
         HttpInput(
-            "WebSocket /v1/streaming/{connectionId}, /v1/realtime/insights/{connectionId}",
-            "Symbl's Streaming API, relayed to the provider frame for frame",
+            "WebSocket /v1/streaming/{connectionId}, /v1/realtime/insights/{connectionId}; POST /v1/endpoint:connect",
+            "Symbl's Streaming API, relayed to the provider frame for frame, and its Telephony API: each call's live"
+            " results as the provider recognises them",
             produces=(
                 Stream(
                     topics.live,
@@ -107,13 +109,16 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         api_keys=settings.api_keys,
     )
-    live_router = build_live_router(
-        LiveRelaySettings(
-            provider_url=settings.provider.url,
-            webhook_url=settings.webhook_url,
-            stop_timeout_seconds=settings.live_stop_timeout_seconds,
-            redaction=redaction,
-        ),
-        live_streams.publish,
+    relay_settings = LiveRelaySettings(
+        provider_url=settings.provider.url,
+        webhook_url=settings.webhook_url,
+        stop_timeout_seconds=settings.live_stop_timeout_seconds,
+        redaction=redaction,
     )
-    return service.app(title="Parley ingest", routers=[router, live_router], resources=[provider])
+    live_router = build_live_router(relay_settings, live_streams.publish)
+    calls = CallRelay(relay_settings, live_streams.publish)
+    return service.app(
+        title="Parley ingest",
+        routers=[router, live_router, build_calls_router(calls)],
+        resources=[provider, calls],
+    )

@@ -1,6 +1,7 @@
 """The Streaming API's binary audio frames turned into 16-kHz mono float32, the rate the recognizer listens at.
 
-``LINEAR16`` is headerless little-endian 16-bit PCM at ``sampleRateHertz``; ``MULAW`` is G.711 µ-law at 8 kHz;
+``LINEAR16`` is headerless little-endian 16-bit PCM at ``sampleRateHertz``; ``MULAW`` is G.711 µ-law at 8 kHz
+(``ALAW``, G.711 A-law, is what a European phone call sends; the Telephony API's calls use it);
 ``Opus`` frames are raw Opus packets (one per binary frame), decoded by PyAV's libopus. Every rate is resampled
 with FFmpeg's resampler, which keeps its filter state between frames so chunk edges leave no clicks.
 """
@@ -21,6 +22,7 @@ Samples = npt.NDArray[np.float32]
 class Encoding(StrEnum):
     LINEAR16 = "LINEAR16"
     MULAW = "MULAW"
+    ALAW = "ALAW"
     OPUS = "OPUS"
 
 
@@ -28,6 +30,7 @@ class Encoding(StrEnum):
 SAMPLE_RATES: dict[Encoding, tuple[int, int]] = {
     Encoding.LINEAR16: (8000, 48000),
     Encoding.MULAW: (8000, 8000),
+    Encoding.ALAW: (8000, 8000),
     Encoding.OPUS: (8000, 48000),
 }
 _OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
@@ -70,7 +73,17 @@ def _mulaw_table() -> npt.NDArray[np.int16]:
     return np.where(sign != 0, 0x84 - magnitude, magnitude - 0x84).astype(np.int16)
 
 
+def _alaw_table() -> npt.NDArray[np.int16]:
+    codes = np.arange(256, dtype=np.uint8) ^ 0x55
+    sign = codes & 0x80
+    exponent = ((codes >> 4) & 0x07).astype(np.int32)
+    mantissa = (codes & 0x0F).astype(np.int32)
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+    return np.where(sign != 0, magnitude, -magnitude).astype(np.int16)
+
+
 _MULAW = _mulaw_table()
+_ALAW = _alaw_table()
 
 
 @dataclass
@@ -97,6 +110,8 @@ class AudioDecoder:
             return self._decode_opus(frame)
         if self.encoding is Encoding.MULAW:
             pcm = _MULAW[np.frombuffer(frame, dtype=np.uint8)]
+        elif self.encoding is Encoding.ALAW:
+            pcm = _ALAW[np.frombuffer(frame, dtype=np.uint8)]
         else:
             # A frame may end mid-sample (odd byte count); the byte waits for the next frame.
             data = self._odd_byte + frame

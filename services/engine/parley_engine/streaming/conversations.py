@@ -86,3 +86,12 @@ class StoredStreamConversations:
             log.warning("stream job %s was no longer held by its stream; it completes where it runs now", stream.job_id)
             return
         self._runner.run_handed_over(job)
+
+    async def fail(self, stream: OpenedStream, reason: str) -> None:
+        """The stream's job fails with ``reason`` (its webhook reports it), nothing analysed."""
+        if await self._jobs.fail_job(stream.job_id, reason, claimed_by=self._holder):
+            self._on_status_change()
+        else:
+            log.warning(
+                "stream job %s could not be failed (%s): it had finished or was taken over", stream.job_id, reason
+            )

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
+
+ENDED_REMEMBERED = 10_000
 
 
 class TooManyStreams(Exception):
@@ -103,6 +105,9 @@ class StreamHub(Generic[StreamT]):
         self._served: set[str] = set()
         self._waiting: dict[str, _Waiting[StreamT]] = {}
         self._timers: set[asyncio.Task[None]] = set()
+        # connectionIds whose stream has ended (the newest ENDED_REMEMBERED): a subscriber arriving after the end (a
+        # call refused within milliseconds of its 201) is closed at once instead of waiting for frames forever.
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     @property
     def active_streams(self) -> int:
@@ -127,6 +132,7 @@ class StreamHub(Generic[StreamT]):
         if connection_id in self._served:
             raise ConnectionInUse(connection_id)
         self._served.add(connection_id)
+        self._ended.pop(connection_id, None)
         waiting = self._waiting.pop(connection_id, None)
         if waiting is None:
             return None
@@ -164,8 +170,12 @@ class StreamHub(Generic[StreamT]):
             waiting.end_now.set()
         await asyncio.gather(*self._timers, return_exceptions=True)
 
-    def subscribe(self, connection_id: str, outbox: Outbox) -> None:
+    def subscribe(self, connection_id: str, outbox: Outbox) -> bool:
+        """Send ``outbox`` a copy of the stream's frames, from now until it ends; False if it has ended already."""
+        if connection_id in self._ended:
+            return False
         self._subscribers[connection_id].add(outbox)
+        return True
 
     def unsubscribe(self, connection_id: str, outbox: Outbox) -> None:
         listeners = self._subscribers.get(connection_id)
@@ -181,6 +191,9 @@ class StreamHub(Generic[StreamT]):
     def stream_ended(self, connection_id: str) -> None:
         """The stream on ``connection_id`` is over: the id is free again and its subscribers are closed."""
         self._served.discard(connection_id)
+        self._ended[connection_id] = None
+        if len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
         for outbox in list(self._subscribers.get(connection_id, ())):
             outbox.close()
 

@@ -126,7 +126,9 @@ def build_streaming_router() -> APIRouter:
         settings = components.settings
         outbox = Outbox(settings.streaming_send_queue_frames, settings.streaming_send_timeout_seconds)
         hub = components.streaming.hub
-        hub.subscribe(connectionId, outbox)
+        if not hub.subscribe(connectionId, outbox):
+            await _close(websocket, NORMAL_CLOSURE, "stream ended")
+            return
         writer = asyncio.create_task(outbox.run(websocket))
         reader = asyncio.create_task(_listen_only(websocket, outbox))
         try:

@@ -40,7 +40,7 @@ from parley_engine.speech.sentences import RecognizedWord, sentence_text, split_
 from parley_engine.speech.vocabulary import VocabularyCorrector
 from parley_engine.streaming import frames
 from parley_engine.streaming.audio import AudioDecoder, AudioFrameError, UnsupportedAudio, parse_encoding
-from parley_engine.streaming.frames import BadFrame, StartRequest
+from parley_engine.streaming.frames import BadFrame, StartRequest, StreamSpeaker
 from parley_engine.streaming.workers import LiveWorkers
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class StreamConversations(Protocol):
 
     async def complete(self, stream: OpenedStream) -> None: ...
 
+    async def fail(self, stream: OpenedStream, reason: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -139,6 +141,8 @@ class StreamSession:
         self._completed = False
         self._finishing: asyncio.Future[None] | None = None
         self._rejoined = False
+        # Who is speaking now, from speaker events (the Telephony API's eventUrl); None: the start_request's speaker.
+        self._current_speaker: StreamSpeaker | None = None
         # Monotonic times: when the stream began (its maximum duration counts from here) and when it was paused.
         self.began_at = time.monotonic()
         self.paused_at: float | None = None
@@ -184,6 +188,17 @@ class StreamSession:
     async def end(self) -> None:
         """The connection is over (client gone, timeout, engine stopping): finish the conversation, send nothing."""
         await self._finish(announce=False)
+
+    async def fail(self, kind: str, reason: str) -> None:
+        """The stream's audio source failed before anything was heard (a call refused or never answered): an error
+        frame, and the job fails with ``reason`` instead of being analysed."""
+        self.report_error(kind, reason)
+        await self._finish(announce=False, failure=reason)
+
+    def speaker_changed(self, speaker: StreamSpeaker | None) -> None:
+        """A speaker event: the sentences recognized from now on are attributed to ``speaker`` (None: the
+        start_request's own speaker again)."""
+        self._current_speaker = speaker
 
     @property
     def reconnect_window(self) -> float:
@@ -292,14 +307,14 @@ class StreamSession:
         await self._recognition.join()
         await self._analysis.join()
 
-    async def _finish(self, *, announce: bool) -> None:
+    async def _finish(self, *, announce: bool, failure: str | None = None) -> None:
         # Once begun, finishing runs to its end (the job handed over) even if a caller is cancelled meanwhile; a
         # second caller waits for the same finish.
         if self._finishing is None:
-            self._finishing = asyncio.ensure_future(self._finish_once(announce=announce))
+            self._finishing = asyncio.ensure_future(self._finish_once(announce=announce, failure=failure))
         await asyncio.shield(self._finishing)
 
-    async def _finish_once(self, *, announce: bool) -> None:
+    async def _finish_once(self, *, announce: bool, failure: str | None = None) -> None:
         self._completed = True
         self.state = "stopped"
         opened = self._opened
@@ -310,6 +325,10 @@ class StreamSession:
         finally:
             for lane in self._lanes:
                 lane.cancel()
+        if failure is not None:
+            await self._conversations.fail(opened, failure)
+            self._sink.send(frames.recognition_stopped(opened.conversation_id))
+            return
         # Every final sentence is stored already; the job runner takes the job from here.
         await self._conversations.complete(opened)
         if announce:
@@ -410,8 +429,13 @@ class StreamSession:
             # The client still gets its results; the job's outcome lacks these sentences (lease lost, store down).
             log.exception("stream %s: could not store %d final sentence(s)", self.connection_id, len(new))
 
+    def _speaker(self) -> StreamSpeaker | None:
+        if self._current_speaker is not None:
+            return self._current_speaker
+        return self._request.speaker if self._request is not None else None
+
     def _utterance(self, sentence: list[RecognizedWord], offset: float) -> Utterance:
-        speaker = self._request.speaker if self._request is not None else None
+        speaker = self._speaker()
         user_id = speaker.user_id if speaker else None
         return Utterance(
             id=message_id(self._prefix, len(self._utterances)),
@@ -435,7 +459,7 @@ class StreamSession:
         )
 
     def _user(self) -> dict[str, Any]:
-        speaker = self._request.speaker if self._request is not None else None
+        speaker = self._speaker()
         name = (speaker.name if speaker else None) or "Speaker 1"
         user_id = speaker.user_id if speaker else None
         member = str(uuid.uuid5(uuid.NAMESPACE_URL, f"parley:{self.conversation_id}:{user_id or name}"))
@@ -503,6 +527,10 @@ class StreamSession:
         """An error frame for the client; the connection goes on unless the caller closes it."""
         for frame in frames.error_frames(message, kind):
             self._sink.send(frame)
+
+    def report_status(self, kind: str, data: dict[str, Any]) -> None:
+        """A ``message`` frame about the stream's source (a call that ended, and why)."""
+        self._sink.send(frames.platform_message(kind, data=data))
 
     def _refuse(self, kind: str, message: str) -> NoReturn:
         """Tell the client what was wrong, then close with 1008."""
