@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 from parley_cli.watching import TopicFollower
+from parley_devtools.sip_peer import PeerBehaviour, SipPeer
+from parley_devtools.speech_samples import synthesize_samples
+from tests.support.calls import far_end_audio
 from tests.support.pipeline_stack import Pipeline, collect, running_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +25,13 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("engine-e2e"), provider="engine") as running:
+    # The engine may dial the SIP far end these tests start on loopback (it refuses non-public hosts by default).
+    with running_pipeline(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("engine-e2e"),
+        provider="engine",
+        env={"PARLEY_ALLOW_PRIVATE_MEDIA_URLS": "true"},
+    ) as running:
         yield running
 
 
@@ -117,6 +126,47 @@ async def test_a_live_stream_through_ingest_lands_on_the_live_topic_and_ends_in_
     assert ready["jobId"] == ended["jobId"]
     transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages")).lower()
     assert "incident report" in transcript, transcript
+
+
+async def test_a_call_through_ingest_is_heard_live_and_ends_in_one_insights_ready(pipeline: Pipeline) -> None:
+    from parley_cli.calling import call_and_follow
+    from parley_cli.streaming import access_token
+
+    said = "Can you send the incident report to the customer by Friday"
+    audio = far_end_audio(synthesize_samples(said, "slt"))
+    topics = pipeline.topics
+    token = access_token(pipeline.stack.processes["engine"].url, "parley-dev", "parley-dev-secret")
+    shown: list[str] = []
+    async with (
+        SipPeer(PeerBehaviour(audio=audio, hang_up_after_seconds=len(audio) / 16000 + 0.5)) as peer,
+        TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower,
+    ):
+        # What `parley call sip:…` runs, pointed at ingest: it prints the live transcript until the far end hangs up.
+        report = await call_and_follow(pipeline.ingest, peer.uri("udp"), token=token, show=shown.append)
+        assert report.conversation_id and not report.errors, shown
+        assert report.ended.get("cause") == "remote_hangup", shown
+        assert any("incident report" in line.lower() for line in shown), shown
+        seen: dict[str, list[dict[str, Any]]] = {}
+        async with asyncio.timeout(120):
+            async for _, event in follower.events():
+                seen.setdefault(event["eventType"], []).append(event)
+                ours = {
+                    e["eventType"] for es in seen.values() for e in es if e["conversationId"] == report.conversation_id
+                }
+                if {"InsightsReady", "LiveStreamEnded"} <= ours:
+                    break
+
+    live = sorted(
+        (e for kind, events in seen.items() if kind.startswith("Live") for e in events),
+        key=lambda e: e["sequence"],
+    )
+    live = [e for e in live if e["conversationId"] == report.conversation_id]
+    assert live[0]["eventType"] == "LiveStreamStarted" and live[-1]["eventType"] == "LiveStreamEnded"
+    [ready] = [e for e in seen["InsightsReady"] if e["conversationId"] == report.conversation_id]
+    assert ready["jobId"] == live[-1]["jobId"]
+    transcript = " ".join(m["text"] for m in items(ready["insights"], "messages", "messages")).lower()
+    assert "incident report" in transcript, transcript
+    assert items(ready["insights"], "questions", "questions"), "the sentence asks something"
 
 
 JS_SDK = Path(__file__).resolve().parents[1] / "js"

@@ -30,11 +30,11 @@ from parley_shared.kafka.hops import Outputs, Stream
 from parley_shared.service import Emitter
 from pydantic import TypeAdapter
 
+from parley_devtools.sip_peer import PeerBehaviour, SipPeer
 from parley_devtools.speech_samples import flite_available, synthesize_samples
 from tests.support.calls import CallingEngine, calling_engine, far_end_audio
 from tests.support.kafka_fakes import Publication, RecordingPublisher
 from tests.support.servers import serving_asgi
-from tests.support.sip_peer import PeerBehaviour, SipPeer
 
 pytestmark = pytest.mark.skipif(not flite_available(), reason="flite is not installed")
 

@@ -14,7 +14,7 @@ from parley_engine.telephony.sip import SipUserAgent
 from parley_engine.telephony.sip_media import PayloadReorderBuffer
 from parley_engine.telephony.sip_sdp import build_offer, negotiate, supported_codec
 
-from tests.support.sip_peer import PeerBehaviour, SipPeer
+from parley_devtools.sip_peer import PeerBehaviour, SipPeer
 
 TRANSPORTS: list[Transport] = ["udp", "tcp"]
 

@@ -1,4 +1,4 @@
-"""Calls end to end: the engine on uvicorn dials a real SIP far end on loopback (``tests.support.sip_peer``) with
+"""Calls end to end: the engine on uvicorn dials a real SIP far end on loopback (``parley_devtools.sip_peer``) with
 its own SIP user agent, hears the speech the far end plays over RTP with the real Whisper decoder and Silero VAD,
 and ends every call cleanly, whichever side ends it and however: a completed or failed job with a clear reason.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from parley_engine.streaming.workers import Decoder, real_decoder
 
+from parley_devtools.sip_peer import PeerBehaviour, SipPeer
 from parley_devtools.speech_samples import flite_available, synthesize_samples
 from tests.support.calls import calling_engine, far_end_audio
-from tests.support.sip_peer import PeerBehaviour, SipPeer
 from tests.support.streaming import kind, stream_client
 
 pytestmark = pytest.mark.skipif(not flite_available(), reason="flite is not installed")

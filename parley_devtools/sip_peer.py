@@ -1,4 +1,5 @@
-"""A scriptable far-end SIP user agent on loopback, for the tests of the engine's SIP user agent and Telephony API.
+"""A scriptable far-end SIP user agent on loopback, for the tests of the engine's SIP user agent and Telephony API and
+for the telephony benchmark (``parley_devtools.bench_telephony``).
 
     async with SipPeer(PeerBehaviour(audio=pcm, hang_up_after_seconds=2.0)) as peer:
         call = await dialer.dial(DialRequest(uri=peer.uri("udp"), transport="udp", host_address=peer.host,
@@ -104,6 +105,7 @@ class SipPeer:
         self.acks: list[SipRequest] = []
         self.dtmf_digits: list[str] = []
         self.sent_payloads: list[bytes] = []  # the encoded audio payloads sent, in order
+        self.playback_started_at: float | None = None  # the event loop's clock when the first audio packet left
         self.answered = asyncio.Event()
         self.ack_received = asyncio.Event()
         self._dtmf_arrived = asyncio.Event()
@@ -404,6 +406,7 @@ class SipPeer:
         frame_bytes = FRAME_SAMPLES * 2
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self.playback_started_at = started
         ssrc, sequence, timestamp = secrets.randbits(32), secrets.randbits(16), secrets.randbits(32)
         stop_after = self.behaviour.stop_rtp_after_seconds
         for index, offset in enumerate(range(0, len(pcm) - frame_bytes + 1, frame_bytes)):
