@@ -10,7 +10,6 @@ JSON ``{"message": …}`` everywhere, bad input is a 4xx, never a 5xx.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -145,14 +144,10 @@ def create_app(
         )
         await sender.start()
         await runner.start()
-        if isinstance(live_workers, LiveProcessWorkers):
-            warm_up = asyncio.create_task(live_workers.warm_up(), name="live-workers-warm-up")
         log.info("engine ready on %s:%d (data in %s)", settings.http_host, settings.http_port, settings.engine_data_dir)
         try:
             yield
         finally:
-            if isinstance(live_workers, LiveProcessWorkers):
-                warm_up.cancel()
             # Calls hang up and streams waiting for their clients end now, their jobs handed over before the runner
             # stops.
             await telephony.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +47,23 @@ def mulaw(samples: npt.NDArray[np.float32], source_rate: int = 16000) -> bytes:
     return bytes((~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes())
 
 
+def opus_packets(samples: npt.NDArray[np.float32], source_rate: int = 16000) -> list[bytes]:
+    """float32 speech as 20-ms Opus packets at 48 kHz, as a call's RTP carries them (libopus, through PyAV)."""
+    at_48k = np.interp(
+        np.arange(samples.size * 48000 // source_rate) * source_rate / 48000, np.arange(samples.size), samples
+    )
+    pcm = (np.clip(at_48k, -1, 1) * 32767).astype(np.int16)
+    encoder = av.CodecContext.create("libopus", "w")
+    assert isinstance(encoder, av.AudioCodecContext)
+    encoder.sample_rate, encoder.layout, encoder.format, encoder.bit_rate = 48000, "mono", "s16", 32000
+    packets: list[bytes] = []
+    for start in range(0, pcm.size - 960 + 1, 960):
+        frame = av.AudioFrame.from_ndarray(pcm[np.newaxis, start : start + 960], format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48000, start
+        packets += [bytes(packet) for packet in encoder.encode(frame)]
+    return packets + [bytes(packet) for packet in encoder.encode(None)]
+
+
 @dataclass
 class ScriptedCall(SipCall):
     payloads: list[bytes]
@@ -54,10 +72,11 @@ class ScriptedCall(SipCall):
     dtmf: list[str] = field(default_factory=list)
     dtmf_sent: asyncio.Event = field(default_factory=asyncio.Event)
     hold_open: bool = False  # after the audio, wait for hang_up (as a call whose far end keeps listening)
+    codec: CallAudio = field(default_factory=lambda: CallAudio("MULAW", 8000))
 
     @property
     def audio_format(self) -> CallAudio:
-        return CallAudio("MULAW", 8000)
+        return self.codec
 
     async def audio(self) -> AsyncIterator[bytes]:
         for payload in self.payloads:
@@ -224,6 +243,29 @@ async def test_a_call_the_far_end_hangs_up_completes_its_job(tmp_path: Path, dec
         stop = await engine.connect({"operation": "stop", "connectionId": body["connectionId"]})
         assert stop.status_code == 404  # over already
         assert "no call" in stop.json()["message"]
+
+
+async def test_a_call_that_chose_opus_is_decoded_as_opus(tmp_path: Path, decoder: Decoder) -> None:
+    samples = synthesize_samples(SAID, "slt")
+    call = ScriptedCall(
+        opus_packets(np.concatenate([samples, np.zeros(16000, np.float32)])), codec=CallAudio("OPUS", 48000)
+    )
+    async with telephony_engine(tmp_path, decoder, ScriptedDialer([call])) as engine:
+        body = (
+            await engine.connect(
+                sip_start(
+                    endpoint={
+                        "type": "sip",
+                        "uri": "sip:a@127.0.0.1",
+                        "audioConfig": {"encoding": "OPUS", "sampleRate": 48000},
+                    }
+                )
+            )
+        ).json()
+        assert (await engine.job(body["jobId"]))["status"] == "completed"
+        messages = (await engine.http.get(f"/v1/conversations/{body['conversationId']}/messages")).json()["messages"]
+        assert [m["text"] for m in messages] == [f"{SAID}?"]
+    assert engine.dialer.dialed[0].codecs[0] == "opus"  # the endpoint's audioConfig comes first in the offer
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,7 @@ class StreamSession:
             if refusal is not None:
                 self._refuse("invalid_start_request", f"invalid start_request: {refusal}")
         self._request, self._decoder = request, decoder
+        self._workers.prepare()
         if self._opened is None:
             self._start_time = datetime.now(UTC)
             opened = await self._conversations.open(

@@ -43,6 +43,9 @@ class Decoder(Protocol):
 
 
 class LiveWorkers(Protocol):
+    def prepare(self) -> None:
+        """A stream is about to be heard: load what decoding needs now, in the background."""
+
     async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]: ...
 
     async def analyze(
@@ -107,6 +110,9 @@ class LiveThreadWorkers(_ExecutorWorkers):
             assert decoder is not None and analyzer is not None
             return decoder, analyzer
 
+    def prepare(self) -> None:
+        """Nothing to load ahead: the injected parts are made on first use, on a thread."""
+
     async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
         decoder, _ = await self._parts()
         return await self._run(decoder.decode, samples, options)
@@ -164,13 +170,30 @@ class LiveProcessWorkers(_ExecutorWorkers):
             )
         )
         self._processes = processes
+        self._warming: asyncio.Task[None] | None = None
 
     async def warm_up(self) -> None:
-        """Load the model in every process now, so the first stream's first words are not late by seconds."""
+        """Load the model in every process now, so no stream's words wait for a cold process."""
         await asyncio.gather(*(self._run(_warm_up) for _ in range(self._processes)))
 
+    def prepare(self) -> None:
+        self._warm_on_first_use()
+
+    def _warm_on_first_use(self) -> None:
+        # The processes load Whisper (about 400 MB each) when the first stream is heard, not when the engine starts:
+        # an engine that serves only the Async API never holds them. Every process is loaded then, so a later
+        # stream does not land on a cold one.
+        if self._warming is None:
+            self._warming = asyncio.create_task(self.warm_up(), name="live-workers-warm-up")
+
     async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
+        self._warm_on_first_use()
         return await self._run(_decode_in_worker, samples, options)
+
+    def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+        super().close()
 
     async def analyze(
         self,
