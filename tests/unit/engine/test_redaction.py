@@ -53,6 +53,16 @@ def found(redactor: Redactor, text: str, kinds: frozenset[PiiType] = frozenset(P
         ("My passport number is 889-1814-09 and it expires in June.", "889-1814-09", "PASSPORT_NUMBER"),
         ("The server logs show requests from 10226-222.74 at midnight.", "10226-222.74", "IP_ADDRESS"),
         ("DOB is 720 slash 1991, the member number is on the card.", "720 slash 1991", "DATE_OF_BIRTH"),
+        ("Our VPN gateway is at 57243103.0, can you allow it?", "57243103.0", "IP_ADDRESS"),
+        # Addresses as speech-to-text breaks them up: the house number merged, split or run into the street.
+        ("The package was returned from 5959267 Devon Street West.", "5959267 Devon Street West.", "ADDRESS"),
+        ("It was returned from 717a8 Wressle Road.", "717a8 Wressle Road.", "ADDRESS"),
+        (
+            "The delivery addresses 3807-41235 honey succulent suite 100.",
+            "3807-41235 honey succulent suite 100",
+            "ADDRESS",
+        ),
+        ("The delivery addresses 9,32543 for Farrar Parade.", "9,32543 for Farrar Parade.", "ADDRESS"),
     ],
 )
 def test_each_kind_is_found(redactor: Redactor, text: str, value: str, kind: str) -> None:
@@ -67,6 +77,8 @@ def test_each_kind_is_found(redactor: Redactor, text: str, value: str, kind: str
         "Let's meet on Friday, March 3rd at 10 am to review the budget.",
         "We shipped 1500 units in 2024 and expect 2000 next year.",
         "Revenue was 1,500,000 dollars, about 2500000 with the renewals.",
+        # A number before a place is not its house number when it counts something or is a year.
+        "We opened 3 offices in 2025 and met 250 customers at the fair.",
         # The names of the identifiers are not organisations.
         "What is your SSN and your DOB?",
     ],

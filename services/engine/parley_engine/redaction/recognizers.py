@@ -32,9 +32,14 @@ _UNIT = r"(?:,?\s+(?:apt|apartment|suite|ste|unit|floor|fl|room|rm|#)\.?\s*#?\s*
 _PLACE = r"(?-i:[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*){0,3})"
 _CITY_TAIL = rf"(?:,\s*{_PLACE}(?:,\s*{_PLACE})?(?:\s+\d{{5}}(?:-\d{{4}})?)?)"
 _DIRECTION = r"(?:\s+(?:north|south|east|west|n|s|e|w|nw|ne|sw|se)\b\.?)"
+# A house number as people write it ("1235", "12b") and as speech-to-text writes one read out with the number of a
+# flat or a long street number ("9,32543", "3807-41235", "5959267", "717a8").
+_HOUSE_NUMBER = r"\d(?:[\d,-]{0,9}\d)?[a-z]?(?:\d{1,3})?"
 STREET_ADDRESS = re.compile(
-    rf"\b\d{{1,6}}[a-z]?(?:\s+(?:[nsew]\.?|north|south|east|west))?"
-    rf"(?:\s+[a-z0-9][\w'.-]*){{1,4}}?\s+(?:{_SUFFIX})\b\.?{_DIRECTION}?{_UNIT}?{_CITY_TAIL}?",
+    rf"\b{_HOUSE_NUMBER}(?:\s+(?:[nsew]\.?|north|south|east|west))?"
+    rf"(?:(?:\s+[a-z0-9][\w'.-]*){{1,4}}?\s+(?:{_SUFFIX})\b\.?{_DIRECTION}?{_UNIT}?{_CITY_TAIL}?"
+    # No suffix heard, but a unit after the street's words: "3807-41235 honey succulent suite 100".
+    rf"|(?:\s+[a-z][\w'.-]*){{1,4}}?{_UNIT}{_CITY_TAIL}?)",
     re.IGNORECASE,
 )
 # "P.O. Box 123", "PO box 4471".
@@ -160,7 +165,7 @@ class SpokenOfNhsRecognizer(NhsRecognizer):
 # commas, and letters among them ("10226-222.74", "GD89I UFH7156…", "889-1814-09"); at least seven digits in all.
 _SPOKEN_RUN = re.compile(r"\b[0-9a-z]*\d[0-9a-z]*(?:[ .,:/-]{1,2}[0-9a-z]*\d[0-9a-z]*){0,8}\b", re.IGNORECASE)
 # Amounts ("1,500,000", "2.5") and years are numbers a meeting keeps.
-_AMOUNT = re.compile(r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d{1,2}")
+_AMOUNT = re.compile(r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,6}\.\d{1,2}")
 MIN_SPOKEN_DIGITS = 7
 # What the words before a read-out number say it is; the first kind whose words appear wins.
 SPOKEN_NUMBER_CONTEXT: dict[str, tuple[str, ...]] = {

@@ -143,7 +143,8 @@ class Redactor:
                     score_threshold=MIN_SCORE,
                     allow_list=NOT_PII,
                 )
-                findings.append(_without_overlaps([_whole_name(text, result) for result in results]))
+                found = _without_overlaps([_whole_name(text, result) for result in results])
+                findings.append(_without_overlaps_again([_with_house_number(text, f, wanted) for f in found]))
         return findings
 
     def redact(self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes) -> list[Utterance]:
@@ -167,6 +168,28 @@ def _whole_name(text: str, result: RecognizerResult) -> RecognizerResult:
     return result
 
 
+# A number said just before a place or a street ("returned from 717a8 [Wressle Road]", "delivery address 9,32543 for
+# [Farrar Parade]"): the house number of an address speech-to-text broke up. At least three digits and not a year;
+# at most one word between, and not one that says the number is something else ("in 2025 in London", "3 offices in").
+_HOUSE_NUMBER_BEFORE = re.compile(
+    r"\b(?!(?:19|20)\d\d\b)(\d[\d,a-z-]*\d[a-z]?)\s+(?:(?!(?:in|at|on|by|of|to|from|since|until|and|or)\b)[a-z]{1,8}\s+)?$",
+    re.IGNORECASE,
+)
+_HOUSE_NUMBER_MIN_DIGITS = 3
+
+
+def _with_house_number(text: str, finding: Finding, wanted: set[PiiType]) -> Finding:
+    """An address or place found with the house number said just before it, as one address (when addresses are
+    wanted)."""
+    if finding.kind not in (PiiType.ADDRESS, PiiType.LOCATION) or PiiType.ADDRESS not in wanted:
+        return finding
+    before = _HOUSE_NUMBER_BEFORE.search(text[max(0, finding.start - 40) : finding.start])
+    if before is None or sum(c.isdigit() for c in before.group(1)) < _HOUSE_NUMBER_MIN_DIGITS:
+        return finding
+    start = finding.start - len(before.group())
+    return Finding(start, finding.end, PiiType.ADDRESS, finding.score)
+
+
 def _without_overlaps(results: list[RecognizerResult]) -> list[Finding]:
     """One finding per group of overlapping candidates: the best scored, a checked identifier before a name.
 
@@ -187,3 +210,16 @@ def _without_overlaps(results: list[RecognizerResult]) -> list[Finding]:
         same = [r for r in group if PRESIDIO_KINDS[r.entity_type] == kind]
         findings.append(Finding(min(r.start for r in same), max(r.end for r in same), kind, best.score))
     return findings
+
+
+def _without_overlaps_again(findings: list[Finding]) -> list[Finding]:
+    """Findings grown backwards (a house number) may now cover the one before: merged into the later, wider one."""
+    merged: list[Finding] = []
+    for finding in findings:
+        while merged and merged[-1].end > finding.start:
+            previous = merged.pop()
+            finding = Finding(
+                min(previous.start, finding.start), max(previous.end, finding.end), finding.kind, finding.score
+            )
+        merged.append(finding)
+    return merged
