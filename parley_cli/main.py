@@ -261,6 +261,21 @@ def submit(
     raise typer.Exit(code)
 
 
+# Options of the live commands (stream, call).
+AccessTokenOption = Annotated[
+    str | None, typer.Option(envvar="PARLEY_STREAM_TOKEN", help="access token; default: one from the provider")
+]
+ReportAsJson = Annotated[bool, typer.Option("--json", help="print the final report as JSON")]
+
+
+def provider_token(settings: ParleySettings) -> str:
+    """A token from the configured provider's ``/oauth2/token:generate`` (as Symbl's SDKs get one)."""
+    from parley_cli.streaming import access_token
+
+    provider = settings.provider
+    return access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
+
+
 @app.command()
 def stream(
     file: Annotated[
@@ -271,25 +286,21 @@ def stream(
     url: Annotated[
         str, typer.Option(envvar="PARLEY_STREAM_URL", help="WebSocket base of ingest or the engine")
     ] = "ws://127.0.0.1:8701",
-    token: Annotated[
-        str | None, typer.Option(envvar="PARLEY_STREAM_TOKEN", help="access token; default: one from the provider")
-    ] = None,
+    token: AccessTokenOption = None,
     speaker: Annotated[str | None, typer.Option(help="the speaker's name")] = None,
     speed: Annotated[float, typer.Option(min=0.1, help="1 = real time; 2 = twice as fast")] = 1.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the final report as JSON")] = False,
+    as_json: ReportAsJson = False,
 ) -> None:
     """Stream a recording (or the microphone: --mic, Ctrl-C to stop) to Symbl's Streaming API at real-time pace,
     printing the live transcript and insights."""
-    from parley_cli.streaming import access_token, stream_file
+    from parley_cli.streaming import stream_file
 
     if (file is None) == (not mic):
         typer.echo("error: give a recording or --mic (one of them)", err=True)
         raise typer.Exit(2)
     settings = ParleySettings()
     try:
-        if token is None:
-            provider = settings.provider
-            token = access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
+        token = token or provider_token(settings)
         source, device_format = (device, "alsa") if mic else (file, None)
         assert source is not None
         report = asyncio.run(
@@ -311,25 +322,20 @@ def call(
     url: Annotated[
         str, typer.Option(envvar="PARLEY_CALL_URL", help="HTTP base of the engine (or ingest)")
     ] = "http://127.0.0.1:8700",
-    token: Annotated[
-        str | None, typer.Option(envvar="PARLEY_STREAM_TOKEN", help="access token; default: one from the provider")
-    ] = None,
+    token: AccessTokenOption = None,
     name: Annotated[str | None, typer.Option(help="the conversation's name")] = None,
     dtmf: Annotated[
         str | None, typer.Option(help="digits sent once a phone call is answered (',' waits 0.5 s)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the final report as JSON")] = False,
+    as_json: ReportAsJson = False,
 ) -> None:
     """Have the engine dial into a call (Symbl's Telephony API) and print its live transcript until it ends
     (Ctrl-C hangs up)."""
     from parley_cli.calling import call_and_follow
-    from parley_cli.streaming import access_token
 
     settings = ParleySettings()
     try:
-        if token is None:
-            provider = settings.provider
-            token = access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
+        token = token or provider_token(settings)
         report = asyncio.run(call_and_follow(url, target, token=token, name=name, dtmf=dtmf, show=typer.echo))
     except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
         typer.echo(f"error: {error}", err=True)

@@ -150,12 +150,13 @@ def transcript(run: StreamRun) -> str:
     return " ".join(m["punctuated"]["transcript"] for _, m in run.finals())
 
 
-def start_engine(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_engine(port: int, data_dir: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PARLEY_HTTP_PORT": str(port),
         "PARLEY_ENGINE_DATA_DIR": str(data_dir),
         "PARLEY_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "parley_engine"],
@@ -163,6 +164,22 @@ def start_engine(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=(data_dir / "engine.log").open("wb"),
     )
+
+
+async def signed_in_when_up(http: httpx.AsyncClient) -> str:
+    """Wait (up to two minutes) for the engine behind ``http`` to answer, then sign ``http`` in; the token."""
+    async with asyncio.timeout(120):
+        while True:
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    credentials = {"type": "application", "appId": DEVELOPMENT_APP_ID, "appSecret": DEVELOPMENT_APP_SECRET}
+    token = str((await http.post("/oauth2/token:generate", json=credentials)).json()["accessToken"])
+    http.headers["x-api-key"] = token
+    return token
 
 
 async def async_transcript(http: httpx.AsyncClient, wav: bytes) -> str:
@@ -190,21 +207,7 @@ async def run_benchmark(streams: int, sentences_per_stream: int, work: Path) -> 
     host = f"127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=f"http://{host}", timeout=60) as http:
-            async with asyncio.timeout(120):
-                while True:
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.2)
-            token = (
-                await http.post(
-                    "/oauth2/token:generate",
-                    json={"type": "application", "appId": DEVELOPMENT_APP_ID, "appSecret": DEVELOPMENT_APP_SECRET},
-                )
-            ).json()["accessToken"]
-            http.headers["x-api-key"] = token
+            token = await signed_in_when_up(http)
             # Warm-up: one short stream, so the live workers have loaded their models before the clock runs.
             await stream(host, token, StreamRun(build_recording([sentences[0]], "slt")), "warm-up")
             runs = [StreamRun(r) for r in recordings]

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,12 +36,18 @@ from typing import Any
 import httpx
 import numpy as np
 import websockets
-from parley_shared.settings import DEVELOPMENT_APP_ID, DEVELOPMENT_APP_SECRET
 
 from parley_devtools.bench.machine import describe_machine
 from parley_devtools.bench.report import Metric, percentile, render_table, summarize, write_results
 from parley_devtools.bench.stacks import free_port
-from parley_devtools.bench_streaming import FINAL_P50_TARGET, FINAL_P99_TARGET, Recording, build_recording
+from parley_devtools.bench_streaming import (
+    FINAL_P50_TARGET,
+    FINAL_P99_TARGET,
+    Recording,
+    build_recording,
+    signed_in_when_up,
+    start_engine,
+)
 from parley_devtools.eval_speech import read_sentences
 from parley_devtools.sip_peer import PeerBehaviour, SipPeer
 from parley_devtools.speech_samples import ALL_VOICES
@@ -123,23 +127,12 @@ async def run_call(http: httpx.AsyncClient, token: str, run: CallRun) -> None:
             answering.cancel()
 
 
-def start_engine(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PARLEY_HTTP_PORT": str(port),
-        "PARLEY_ENGINE_DATA_DIR": str(data_dir),
-        "PARLEY_LOG_LEVEL": "WARNING",
-        # The far ends are on loopback, which the engine refuses to dial by default.
-        "PARLEY_ALLOW_PRIVATE_MEDIA_URLS": "true",
-        "PARLEY_TELEPHONY_MAX_CALLS": "16",
-        "PARLEY_STREAMING_MAX_STREAMS": "16",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "parley_engine"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(data_dir / "engine.log").open("wb"),
-    )
+# The far ends are on loopback, which the engine refuses to dial by default; more calls than its defaults allow.
+ENGINE_ENV = {
+    "PARLEY_ALLOW_PRIVATE_MEDIA_URLS": "true",
+    "PARLEY_TELEPHONY_MAX_CALLS": "16",
+    "PARLEY_STREAMING_MAX_STREAMS": "16",
+}
 
 
 async def run_benchmark(call_counts: list[int], sentences_per_call: int, work: Path) -> dict[int, list[CallRun]]:
@@ -150,21 +143,11 @@ async def run_benchmark(call_counts: list[int], sentences_per_call: int, work: P
         return build_recording(chosen, ALL_VOICES[index % len(ALL_VOICES)])
 
     port = free_port()
-    engine = start_engine(port, work)
+    engine = start_engine(port, work, ENGINE_ENV)
     rounds: dict[int, list[CallRun]] = {}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            async with asyncio.timeout(120):
-                while True:
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.2)
-            credentials = {"type": "application", "appId": DEVELOPMENT_APP_ID, "appSecret": DEVELOPMENT_APP_SECRET}
-            token = (await http.post("/oauth2/token:generate", json=credentials)).json()["accessToken"]
-            http.headers["x-api-key"] = token
+            token = await signed_in_when_up(http)
             # Warm-up: one short call, so the live workers have loaded their models before the clock runs.
             await run_call(http, token, CallRun(build_recording([sentences[0]], "slt")))
             for count in call_counts:

@@ -21,6 +21,17 @@ class ApiProblem(Exception):
         self.status, self.message, self.details = status, message, details
 
 
+async def json_object_body(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object; a 400 that says why for anything else."""
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        raise ApiProblem(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiProblem(400, "invalid request: the body must be a JSON object")
+    return body
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error is JSON with a ``message`` (Symbl's shape) that says what was wrong."""
 

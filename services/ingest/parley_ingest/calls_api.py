@@ -21,7 +21,7 @@ import httpx
 import websockets
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from parley_shared.http_errors import ApiProblem
+from parley_shared.http_errors import ApiProblem, json_object_body
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from parley_ingest.live import EndReason, LiveStreamRecorder, Publish
@@ -50,12 +50,7 @@ class CallRelay:
         await self.close()
 
     async def connect(self, request: Request) -> Response:
-        try:
-            body: Any = await request.json()
-        except ValueError:
-            raise ApiProblem(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiProblem(400, "invalid request: the body must be a JSON object")
+        body = await json_object_body(request)
         headers = {k: v for k, v in request.headers.items() if k.lower() in AUTH_HEADERS}
         starting = body.get("operation") == "start"
         if starting:

@@ -5,6 +5,7 @@ and ends every call cleanly, whichever side ends it and however: a completed or 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,22 @@ async def test_a_phone_number_goes_through_the_trunk_with_digest_auth_and_dtmf(
             "/v1/endpoint:connect", json={"operation": "stop", "connectionId": started.json()["connectionId"]}
         )
         assert (await engine.job(started.json()["jobId"]))["status"] == "completed"
+
+
+async def test_parley_call_prints_the_live_transcript_until_the_far_end_hangs_up(
+    tmp_path: Path, decoder: Decoder, speech: bytes
+) -> None:
+    from typer.testing import CliRunner
+
+    from parley_cli.main import app
+
+    async with (
+        SipPeer(PeerBehaviour(audio=speech, hang_up_after_seconds=len(speech) / 16000 + 0.5)) as peer,
+        calling_engine(tmp_path, decoder) as engine,
+    ):
+        arguments = ["call", peer.uri("udp"), "--url", f"http://{engine.host}", "--token", engine.token]
+        # The command runs its own event loop: on a thread, beside the engine and the far end on this one.
+        result = await asyncio.to_thread(CliRunner().invoke, app, arguments)
+    assert result.exit_code == 0, result.output
+    assert f"Speaker 1: {SAID}?" in result.output
+    assert "call ended: the far end hung up" in result.output

@@ -14,11 +14,11 @@ import secrets
 import time
 import weakref
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from parley_shared.http_errors import ApiProblem
+from parley_shared.http_errors import ApiProblem, json_object_body
 from pydantic import ValidationError
 
 from parley_engine.async_api import CONVERSATION_NOT_FOUND, invalid
@@ -152,12 +152,7 @@ def build_experience_router() -> APIRouter:
         signer: SignerDep,
     ) -> ExperienceCreated:
         row = await conversation_row(conversations, conversationId)
-        try:
-            body: Any = await request.json()
-        except ValueError:
-            raise ApiProblem(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiProblem(400, "invalid request: the body must be a JSON object")
+        body = await json_object_body(request)
         try:
             wanted = ExperienceRequest.model_validate(body)
         except ValidationError as error:

@@ -9,7 +9,7 @@ the speaker of the sentences recognized from then on.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -19,7 +19,7 @@ from parley_engine.dependencies import ComponentsDep
 from parley_engine.streaming.frames import StreamSpeaker
 from parley_engine.telephony.calls import TelephonyCalls
 from parley_engine.telephony.request import ConnectRequest, StartCall
-from parley_shared.http_errors import ApiProblem
+from parley_shared.http_errors import ApiProblem, json_object_body
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -41,16 +41,6 @@ def _calls(components: ComponentsDep) -> TelephonyCalls:
 CallsDep = Annotated[TelephonyCalls, Depends(_calls)]
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body: Any = await request.json()
-    except ValueError:
-        raise ApiProblem(400, "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiProblem(400, "invalid request: the body must be a JSON object")
-    return body
-
-
 def build_telephony_router() -> APIRouter:
     router = APIRouter(tags=["telephony"], dependencies=[Depends(require_access_token)])
 
@@ -66,7 +56,7 @@ def build_telephony_router() -> APIRouter:
         },
     )
     async def connect(request: Request, calls: CallsDep, components: ComponentsDep) -> JSONResponse:
-        body = await _json_object(request)
+        body = await json_object_body(request)
         if body.get("operation") not in ("start", "stop"):
             raise ApiProblem(400, "invalid request: operation: must be 'start' or 'stop'")
         try:
@@ -86,7 +76,7 @@ def build_telephony_router() -> APIRouter:
         status_code=202,
     )
     async def push_event(connectionId: str, request: Request, calls: CallsDep) -> dict[str, str]:
-        body = await _json_object(request)
+        body = await json_object_body(request)
         try:
             event = SpeakerEvent.model_validate(body)
         except ValidationError as error:
