@@ -103,7 +103,7 @@ class ScriptedCall(SipCall):
 class ScriptedDialer:
     """Answers each dial with the next scripted outcome: a ``ScriptedCall``, a ``CallFailed``, or None (rings on)."""
 
-    outcomes: list[ScriptedCall | CallFailed | None] = field(default_factory=list)
+    outcomes: list[ScriptedCall | Exception | None] = field(default_factory=list)
     dialed: list[DialRequest] = field(default_factory=list)
     cancelled: int = 0
     closed: bool = False
@@ -117,7 +117,7 @@ class ScriptedDialer:
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-        if isinstance(outcome, CallFailed):
+        if isinstance(outcome, Exception):
             raise outcome
         assert outcome is not None
         return outcome
@@ -274,10 +274,11 @@ async def test_a_call_that_chose_opus_is_decoded_as_opus(tmp_path: Path, decoder
         (CallFailed("486 Busy Here", status=486), "486 Busy Here"),
         (CallFailed("404 Not Found", status=404), "404 Not Found"),
         (CallFailed("no answer within 60 s", timed_out=True), "no answer within 60 s"),
+        (OSError("no free UDP port"), "could not be placed: no free UDP port"),
     ],
 )
 async def test_a_call_never_answered_fails_its_job_with_the_reason(
-    tmp_path: Path, decoder: Decoder, failure: CallFailed, expected: str
+    tmp_path: Path, decoder: Decoder, failure: Exception, expected: str
 ) -> None:
     async with telephony_engine(tmp_path, decoder, ScriptedDialer([failure])) as engine:
         body = (await engine.connect(sip_start())).json()

@@ -164,10 +164,10 @@ class TelephonyCalls:
             if audio.encoding != "MULAW":
                 modify = {"encoding": audio.encoding, "sampleRateHertz": audio.sample_rate}
                 await session.receive_text(json.dumps({"type": "modify_request", "speechRecognition": modify}))
-            dialing = asyncio.create_task(answered.send_dtmf(dtmf)) if dtmf else None
+            sending_dtmf = asyncio.create_task(answered.send_dtmf(dtmf)) if dtmf else None
             end = await self._listen(answered, session)
-            if dialing is not None:
-                dialing.cancel()
+            if sending_dtmf is not None:
+                sending_dtmf.cancel()
             log.info("call %s ended: %s (%s)", call.connection_id, end.cause, end.reason)
             session.report_status("call_ended", {"cause": end.cause, "reason": end.reason})
             await session.complete()
@@ -203,6 +203,11 @@ class TelephonyCalls:
         except CallFailed as failure:
             kind = "call_not_answered" if failure.timed_out else "call_failed"
             await call.session.fail(kind, f"the call to {dial.uri} failed: {failure.reason}")
+            return None
+        except Exception as error:
+            # The SIP user agent broke (a socket it could not open, a bug): the job fails and says so.
+            log.exception("call %s: dialing failed", call.connection_id)
+            await call.session.fail("call_failed", f"the call to {dial.uri} could not be placed: {error}")
             return None
 
     async def _listen(self, answered: SipCall, session: StreamSession) -> CallEnd:
