@@ -54,6 +54,7 @@ class PeerBehaviour:
     username: str | None = None  # with password: require digest authentication
     password: str | None = None
     algorithm: Literal["MD5", "SHA-256"] = "MD5"
+    lose_first_bye: bool = False  # drop the engine's first BYE and first CANCEL unanswered, as a lossy UDP path would
 
 
 @dataclass
@@ -103,6 +104,8 @@ class SipPeer:
         self.port = 0
         self.invites: list[SipRequest] = []
         self.acks: list[SipRequest] = []
+        self.byes_received = 0  # every copy of the engine's BYE, lost ones included
+        self.cancels_received = 0
         self.dtmf_digits: list[str] = []
         self.sent_payloads: list[bytes] = []  # the encoded audio payloads sent, in order
         self.playback_started_at: float | None = None  # the event loop's clock when the first audio packet left
@@ -192,12 +195,18 @@ class SipPeer:
             self.acks.append(message)
             self.ack_received.set()
         elif method == "CANCEL":
+            self.cancels_received += 1
+            if self.behaviour.lose_first_bye and self.cancels_received == 1:
+                return
             self.cancel_received.set()
             self._respond(message, transport, 200, "OK")
             if self._call is not None and self._call.invite.call_id == message.call_id:
                 self._respond(self._call.invite, transport, 487, "Request Terminated", tag=self._call.local_tag)
                 self._end_call(self._call)
         elif method == "BYE":
+            self.byes_received += 1
+            if self.behaviour.lose_first_bye and self.byes_received == 1:
+                return
             self.bye_received.set()
             self._respond(message, transport, 200, "OK")
             if self._call is not None:

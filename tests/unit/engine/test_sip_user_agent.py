@@ -233,3 +233,22 @@ def test_the_offer_keeps_the_requested_order_and_the_answer_names_the_codec() ->
     assert (negotiated.payload_type, negotiated.telephone_event_payload_type) == (96, 101)
     assert negotiated.remote_rtp_address == ("10.0.0.9", 5004)
     assert negotiate(answer, [supported_codec("PCMU")]) is None
+
+
+async def test_a_lost_bye_is_sent_again_over_udp_until_answered(dialer: SipUserAgent) -> None:
+    async with SipPeer(PeerBehaviour(audio=tone(3.0), lose_first_bye=True)) as peer:
+        call = await dialer.dial(request_to(peer, "udp"))
+        await call.hang_up()
+        await peer.wait(peer.bye_received, within_seconds=3.0)  # the copy resent after T1
+        assert peer.byes_received == 2
+        await asyncio.sleep(2.5)  # a third copy would have left 1 s after the second
+    assert peer.byes_received == 2, "answered: no more copies"
+
+
+async def test_a_lost_cancel_is_sent_again_over_udp(dialer: SipUserAgent) -> None:
+    async with SipPeer(PeerBehaviour(answer_status=None, lose_first_bye=True)) as peer:
+        with pytest.raises(CallFailed):
+            await dialer.dial(request_to(peer, "udp", answer_timeout_seconds=1.0))
+        await peer.wait(peer.cancel_received, within_seconds=3.0)
+        await peer.wait(peer.ack_received)  # the 487 the resent CANCEL brought was ACKed
+    assert peer.cancels_received == 2

@@ -120,7 +120,8 @@ class SipUserAgentCall(SipCall):
 
     def _send_bye(self) -> None:
         if self._outgoing.dialog.state == DialogState.CONFIRMED:
-            self._stack.uac.send_bye(self._outgoing.dialog, self._outgoing.remote_addr)
+            bye = self._stack.uac.send_bye(self._outgoing.dialog, self._outgoing.remote_addr)
+            self._stack.resend_until_answered(bye, self._outgoing.remote_addr)
 
     def _finish(self, cause: EndCause, reason: str) -> None:
         if self._end.done():
@@ -258,7 +259,7 @@ class SipUserAgent(SipDialer):
             raise
         except asyncio.CancelledError:
             if outgoing.dialog.state == DialogState.EARLY:
-                stack.uac.send_cancel(outgoing)
+                stack.resend_until_answered(stack.uac.send_cancel(outgoing), remote)
             stack.forget(outgoing.call_id)
             raise
         finally:
@@ -290,7 +291,7 @@ class SipUserAgent(SipDialer):
         """CANCEL the ringing INVITE and give the far end a moment to answer 487, which is then ACKed."""
         if outgoing.dialog.state == DialogState.EARLY:
             events.final_answer.clear()
-            stack.uac.send_cancel(outgoing)
+            stack.resend_until_answered(stack.uac.send_cancel(outgoing), outgoing.remote_addr)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CANCEL_SETTLE_SECONDS):
                     await events.final_answer.wait()

@@ -3,7 +3,8 @@ BYE, CANCEL) and UAS (answers the far end's BYE, re-INVITE and OPTIONS) on one s
 out for a UAC, filled in here where the messages pass:
 
 - the ACK of a non-2xx final answer to an INVITE (RFC 3261 §17.1.1.3), so a refusing UDP peer stops retransmitting it;
-- retransmission of an INVITE over UDP until the far end answers anything (Timer A, RFC 3261 §17.1.1.2);
+- retransmission of an INVITE over UDP until the far end answers anything (Timer A, RFC 3261 §17.1.1.2), and of a
+  BYE or CANCEL until it is answered or 32 s have passed (Timer E and F, §17.1.2.2);
 - ``SIP/2.0/TCP`` in the Via of requests sent over TCP (aiosipua writes ``UDP`` there whatever the transport);
 - the remote target of the dialog from the 2xx's Contact (ACK and BYE go to the far end's Contact URI);
 - a realm check when the credentials name one (aiosipua answers any realm's challenge).
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 # RFC 3261 §17.1.1.1: the first retransmission after T1, doubling up to T2.
 T1_SECONDS = 0.5
 T2_SECONDS = 4.0
+# Timer F: how long a BYE or CANCEL over UDP is resent without an answer before it is given up on (64 T1).
+NON_INVITE_TIMEOUT_SECONDS = 64 * T1_SECONDS
 
 
 class _DatagramProtocol(_UdpProtocol):
@@ -92,6 +95,9 @@ class SignallingStack:
         self.uas.on_bye = self._bye
         self.uas.on_reinvite = self._reinvite
         self._dialogs: dict[str, DialogEvents] = {}
+        # Branches of the BYEs and CANCELs sent over UDP that the far end has answered, and their resending tasks.
+        self._answered_requests: set[str] = set()
+        self._resending: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(
@@ -112,8 +118,10 @@ class SignallingStack:
         assert library_dispatch is not None
 
         def observe_then_dispatch(message: SipRequest | SipResponse, source: tuple[str, int]) -> None:
-            if isinstance(message, SipResponse) and not stack._observe_response(message):
-                return
+            if isinstance(message, SipResponse):
+                stack._note_answer(message)
+                if not stack._observe_response(message):
+                    return
             library_dispatch(message, source)
 
         sip_transport.on_message = observe_then_dispatch
@@ -154,6 +162,31 @@ class SignallingStack:
             self.transport.send(invite, call.remote_addr)
             interval = min(interval * 2, T2_SECONDS)
 
+    def resend_until_answered(self, request: SipRequest, destination: tuple[str, int]) -> None:
+        """Resend a BYE or CANCEL just sent over UDP until the far end answers it (TCP delivers it once)."""
+        if self.reliable or not request.via or not request.via[0].branch:
+            return
+        task = asyncio.create_task(self._resend(request, request.via[0].branch, destination))
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+
+    async def _resend(self, request: SipRequest, branch: str, destination: tuple[str, int]) -> None:
+        interval, waited = T1_SECONDS, 0.0
+        while waited < NON_INVITE_TIMEOUT_SECONDS:
+            await asyncio.sleep(interval)
+            waited += interval
+            if branch in self._answered_requests:
+                self._answered_requests.discard(branch)
+                return
+            self.transport.send(request, destination)
+            interval = min(interval * 2, T2_SECONDS)
+        logger.warning("no answer to %s %s within %g s", request.method, request.call_id, NON_INVITE_TIMEOUT_SECONDS)
+
+    def _note_answer(self, response: SipResponse) -> None:
+        cseq = response.cseq
+        if cseq is not None and cseq.method.upper() in ("BYE", "CANCEL") and response.via and response.via[0].branch:
+            self._answered_requests.add(response.via[0].branch)
+
     def _bye(self, call: IncomingCall, request: SipRequest) -> None:
         events = self._dialogs.get(call.call_id)
         if events is not None:
@@ -168,6 +201,9 @@ class SignallingStack:
 
     async def stop(self) -> None:
         self._dialogs.clear()
+        for task in list(self._resending):
+            task.cancel()
+        await asyncio.gather(*self._resending, return_exceptions=True)
         await self.uas.stop()
 
     def _observe_response(self, response: SipResponse) -> bool:
