@@ -14,10 +14,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
@@ -27,6 +27,12 @@ from parley_shared.settings import ParleySettings
 from parley_cli.dead_letters import dead_letters_app
 from parley_cli.kafka_commands import kafka_app
 from parley_cli.watching import TopicFollower, describe_insights
+
+if TYPE_CHECKING:
+    # Imported where used: the streaming client loads PyAV, which only the live commands need.
+    from parley_cli.streaming import StreamReport
+
+LiveReport = TypeVar("LiveReport", bound="StreamReport")
 
 app = typer.Typer(
     help="Parley: conversation intelligence delivered as Kafka events.",
@@ -276,6 +282,21 @@ def provider_token(settings: ParleySettings) -> str:
     return access_token(provider.url, provider.app_id, provider.app_secret.get_secret_value())
 
 
+def _run_live(token: str | None, client: Callable[[str], Coroutine[Any, Any, LiveReport]]) -> LiveReport:
+    """Run a live command's client with ``token`` (the provider's unless given); a network error exits with 1."""
+    try:
+        return asyncio.run(client(token or provider_token(ParleySettings())))
+    except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _end_live(report: StreamReport, as_json: bool, summary: str, *, ok: bool) -> NoReturn:
+    """Print the report (whole, with ``--json``; else ``summary``) and exit 0 if ``ok`` and nothing went wrong."""
+    typer.echo(json.dumps(dataclasses.asdict(report)) if as_json else summary)
+    raise typer.Exit(0 if ok and not report.errors else 1)
+
+
 @app.command()
 def stream(
     file: Annotated[
@@ -298,22 +319,20 @@ def stream(
     if (file is None) == (not mic):
         typer.echo("error: give a recording or --mic (one of them)", err=True)
         raise typer.Exit(2)
-    settings = ParleySettings()
-    try:
-        token = token or provider_token(settings)
-        source, device_format = (device, "alsa") if mic else (file, None)
-        assert source is not None
-        report = asyncio.run(
-            stream_file(url, source, token=token, speaker_name=speaker, speed=speed, device_format=device_format)
-        )
-    except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(report)))
-    else:
-        typer.echo(f"stream closed ({report.close_code}); conversation {report.conversation_id}")
-    raise typer.Exit(0 if report.close_code == 1000 and not report.errors else 1)
+    source, device_format = (device, "alsa") if mic else (file, None)
+    assert source is not None
+    report = _run_live(
+        token,
+        lambda token: stream_file(
+            url, source, token=token, speaker_name=speaker, speed=speed, device_format=device_format
+        ),
+    )
+    _end_live(
+        report,
+        as_json,
+        f"stream closed ({report.close_code}); conversation {report.conversation_id}",
+        ok=report.close_code == 1000,
+    )
 
 
 @app.command()
@@ -333,18 +352,10 @@ def call(
     (Ctrl-C hangs up)."""
     from parley_cli.calling import call_and_follow
 
-    settings = ParleySettings()
-    try:
-        token = token or provider_token(settings)
-        report = asyncio.run(call_and_follow(url, target, token=token, name=name, dtmf=dtmf, show=typer.echo))
-    except (OSError, httpx.HTTPError, websockets.exceptions.WebSocketException) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(report)))
-    else:
-        typer.echo(f"conversation {report.conversation_id}")
-    raise typer.Exit(0 if report.conversation_id and not report.errors else 1)
+    report = _run_live(
+        token, lambda token: call_and_follow(url, target, token=token, name=name, dtmf=dtmf, show=typer.echo)
+    )
+    _end_live(report, as_json, f"conversation {report.conversation_id}", ok=bool(report.conversation_id))
 
 
 @app.command()

@@ -81,6 +81,21 @@ async def test_a_text_meeting_and_a_recorded_call_get_real_insights(pipeline: Pi
     assert any("report" in a["text"].lower() for a in items(call_insights, "actionItems", "actionItems"))
 
 
+async def until_live_ended_and_ready(
+    follower: TopicFollower, conversation_id: str | None, *, within: float
+) -> dict[str, list[dict[str, Any]]]:
+    """Every event read, by type, until the conversation's ``LiveStreamEnded`` and ``InsightsReady`` have both come
+    (two topics are read side by side, so either may come first)."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    async with asyncio.timeout(within):
+        async for _, event in follower.events():
+            seen.setdefault(event["eventType"], []).append(event)
+            ours = {e["eventType"] for es in seen.values() for e in es if e["conversationId"] == conversation_id}
+            if {"InsightsReady", "LiveStreamEnded"} <= ours:
+                return seen
+    return seen
+
+
 async def test_a_live_stream_through_ingest_lands_on_the_live_topic_and_ends_in_one_insights_ready(
     pipeline: Pipeline,
 ) -> None:
@@ -100,16 +115,7 @@ async def test_a_live_stream_through_ingest_lands_on_the_live_topic_and_ends_in_
             show=shown.append,
         )
         assert report.close_code == 1000 and report.conversation_id, (report, shown)
-        seen: dict[str, list[dict[str, Any]]] = {}
-        async with asyncio.timeout(180):
-            # Two topics are read side by side, so either may come first: wait for both ends.
-            async for _, event in follower.events():
-                seen.setdefault(event["eventType"], []).append(event)
-                ours = {
-                    e["eventType"] for es in seen.values() for e in es if e["conversationId"] == report.conversation_id
-                }
-                if {"InsightsReady", "LiveStreamEnded"} <= ours:
-                    break
+        seen = await until_live_ended_and_ready(follower, report.conversation_id, within=180)
 
     live = [e for kind, events in seen.items() if kind.startswith("Live") for e in events]
     live = [e for e in live if e["conversationId"] == report.conversation_id]
@@ -146,15 +152,7 @@ async def test_a_call_through_ingest_is_heard_live_and_ends_in_one_insights_read
         assert report.conversation_id and not report.errors, shown
         assert report.ended.get("cause") == "remote_hangup", shown
         assert any("incident report" in line.lower() for line in shown), shown
-        seen: dict[str, list[dict[str, Any]]] = {}
-        async with asyncio.timeout(120):
-            async for _, event in follower.events():
-                seen.setdefault(event["eventType"], []).append(event)
-                ours = {
-                    e["eventType"] for es in seen.values() for e in es if e["conversationId"] == report.conversation_id
-                }
-                if {"InsightsReady", "LiveStreamEnded"} <= ours:
-                    break
+        seen = await until_live_ended_and_ready(follower, report.conversation_id, within=120)
 
     live = sorted(
         (e for kind, events in seen.items() if kind.startswith("Live") for e in events),

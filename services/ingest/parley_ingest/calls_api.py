@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from parley_shared.http_errors import ApiProblem, json_object_body
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from parley_ingest.live import EndReason, LiveStreamRecorder, Publish
+from parley_ingest.live import EndReason, LiveStreamRecorder, Publish, with_pipeline_fields
 from parley_ingest.live_api import LiveRelaySettings, websocket_url
 
 logger = logging.getLogger("parley.ingest.calls")
@@ -54,7 +54,7 @@ class CallRelay:
         headers = {k: v for k, v in request.headers.items() if k.lower() in AUTH_HEADERS}
         starting = body.get("operation") == "start"
         if starting:
-            body = self._with_pipeline_options(body)
+            body = with_pipeline_fields(body, self._settings.webhook_url, self._settings.redaction)
         try:
             answer = await self._http.post(
                 f"{self._settings.provider_url.rstrip('/')}/v1/endpoint:connect", json=body, headers=headers
@@ -65,14 +65,6 @@ class CallRelay:
         if starting and answer.status_code == 201:
             self._record(answer.json(), headers)
         return Response(answer.content, status_code=answer.status_code, media_type="application/json")
-
-    def _with_pipeline_options(self, body: dict[str, Any]) -> dict[str, Any]:
-        changed = dict(body)
-        if self._settings.webhook_url is not None and not body.get("webhookUrl"):
-            changed["webhookUrl"] = self._settings.webhook_url
-        if self._settings.redaction is not None:
-            changed["redaction"] = self._settings.redaction
-        return changed
 
     def _record(self, started: dict[str, Any], headers: dict[str, str]) -> None:
         connection_id = str(started.get("connectionId") or "")

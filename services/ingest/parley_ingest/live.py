@@ -71,12 +71,21 @@ def with_pipeline_options(text: str, webhook_url: str | None, redaction: dict[st
     frame = parse_frame(text)
     if frame is None or frame.get("type") != "start_request":
         return text
-    changed = dict(frame)
-    if webhook_url is not None and not frame.get("webhookUrl"):
+    changed = with_pipeline_fields(frame, webhook_url, redaction)
+    return text if changed == frame else json.dumps(changed)
+
+
+def with_pipeline_fields(
+    request: dict[str, Any], webhook_url: str | None, redaction: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A stream's or call's start request with ingest's job webhook (unless it names one) and the pipeline's
+    redaction (replacing its own)."""
+    changed = dict(request)
+    if webhook_url is not None and not request.get("webhookUrl"):
         changed["webhookUrl"] = webhook_url
     if redaction is not None:
         changed["redaction"] = redaction
-    return text if changed == frame else json.dumps(changed)
+    return changed
 
 
 class LiveStreamRecorder:

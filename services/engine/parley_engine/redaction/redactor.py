@@ -143,8 +143,8 @@ class Redactor:
                     score_threshold=MIN_SCORE,
                     allow_list=NOT_PII,
                 )
-                found = _without_overlaps([_whole_name(text, result) for result in results])
-                findings.append(_without_overlaps_again([_with_house_number(text, f, wanted) for f in found]))
+                whole = [_with_house_number(text, _whole_name(text, result), wanted) for result in results]
+                findings.append(_without_overlaps(whole))
         return findings
 
     def redact(self, utterances: Sequence[Utterance], options: RedactionOptions, *, hash_key: bytes) -> list[Utterance]:
@@ -178,16 +178,18 @@ _HOUSE_NUMBER_BEFORE = re.compile(
 _HOUSE_NUMBER_MIN_DIGITS = 3
 
 
-def _with_house_number(text: str, finding: Finding, wanted: set[PiiType]) -> Finding:
+def _with_house_number(text: str, result: RecognizerResult, wanted: set[PiiType]) -> RecognizerResult:
     """An address or place found with the house number said just before it, as one address (when addresses are
     wanted)."""
-    if finding.kind not in (PiiType.ADDRESS, PiiType.LOCATION) or PiiType.ADDRESS not in wanted:
-        return finding
-    before = _HOUSE_NUMBER_BEFORE.search(text[max(0, finding.start - 40) : finding.start])
+    kind = PRESIDIO_KINDS[result.entity_type]
+    if kind not in (PiiType.ADDRESS, PiiType.LOCATION) or PiiType.ADDRESS not in wanted:
+        return result
+    before = _HOUSE_NUMBER_BEFORE.search(text[max(0, result.start - 40) : result.start])
     if before is None or sum(c.isdigit() for c in before.group(1)) < _HOUSE_NUMBER_MIN_DIGITS:
-        return finding
-    start = finding.start - len(before.group())
-    return Finding(start, finding.end, PiiType.ADDRESS, finding.score)
+        return result
+    result.start -= len(before.group())
+    result.entity_type = "STREET_ADDRESS"
+    return result
 
 
 def _without_overlaps(results: list[RecognizerResult]) -> list[Finding]:
@@ -210,16 +212,3 @@ def _without_overlaps(results: list[RecognizerResult]) -> list[Finding]:
         same = [r for r in group if PRESIDIO_KINDS[r.entity_type] == kind]
         findings.append(Finding(min(r.start for r in same), max(r.end for r in same), kind, best.score))
     return findings
-
-
-def _without_overlaps_again(findings: list[Finding]) -> list[Finding]:
-    """Findings grown backwards (a house number) may now cover the one before: merged into the later, wider one."""
-    merged: list[Finding] = []
-    for finding in findings:
-        while merged and merged[-1].end > finding.start:
-            previous = merged.pop()
-            finding = Finding(
-                min(previous.start, finding.start), max(previous.end, finding.end), finding.kind, finding.score
-            )
-        merged.append(finding)
-    return merged

@@ -22,7 +22,6 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from parley_engine.auth import TOKEN_REJECTED
 from parley_engine.dependencies import EngineComponents
-from parley_engine.redaction.options import substitution_key
 from parley_engine.settings import EngineSettings
 from parley_engine.streaming import frames
 from parley_engine.streaming.hub import ConnectionInUse, Outbox, SlowReader, StreamSink, TooManyStreams
@@ -31,7 +30,6 @@ from parley_engine.streaming.session import (
     NORMAL_CLOSURE,
     POLICY_VIOLATION,
     CloseStream,
-    SessionLimits,
     StreamSession,
 )
 from parley_engine.webhooks import webhook_refusal
@@ -173,18 +171,11 @@ async def _serve(
     closing = Closing(NORMAL_CLOSURE, "stream ended")
     try:
         if session is None:
-            session = StreamSession(
+            session = service.new_session(
                 connection_id,
                 sink,
-                service.conversations,
-                service.workers,
-                service.vad_factory,
-                limits=SessionLimits(
-                    max_frame_bytes=settings.streaming_max_frame_bytes,
-                    summary_base_url=str(websocket.base_url).replace("ws", "http", 1).rstrip("/"),
-                    redaction_key=substitution_key(settings.app_secret.get_secret_value()),
-                ),
-                segmenter_settings=service.segmenter,
+                settings,
+                summary_base_url=str(websocket.base_url).replace("ws", "http", 1).rstrip("/"),
                 webhook_refusal=lambda url: webhook_refusal(url, settings),
             )
         else:

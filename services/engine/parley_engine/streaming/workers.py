@@ -3,9 +3,8 @@
 Live streams get their own workers, apart from the Async jobs' (``parley_engine.workers``): a long upload being
 transcribed must never hold up a live caption. ``LiveProcessWorkers`` (the default) runs a small pool of spawned
 processes, each loading one ``UtteranceDecoder`` (one CPU thread), one ``TextAnalyzer`` and, for redacted streams, one
-``Redactor`` on first use; the pool
-size bounds how much of the machine streams may take. ``LiveThreadWorkers`` runs given objects on threads: for
-tests and light fakes.
+``Redactor`` on first use; the pool size bounds how much of the machine streams may take. ``LiveThreadWorkers`` runs
+given objects on threads: for tests and light fakes.
 """
 
 from __future__ import annotations
@@ -177,17 +176,13 @@ class LiveProcessWorkers(_ExecutorWorkers):
         await asyncio.gather(*(self._run(_warm_up) for _ in range(self._processes)))
 
     def prepare(self) -> None:
-        self._warm_on_first_use()
-
-    def _warm_on_first_use(self) -> None:
-        # The processes load Whisper (about 400 MB each) when the first stream is heard, not when the engine starts:
+        # The processes load Whisper (about 400 MB each) when the first stream starts, not when the engine starts:
         # an engine that serves only the Async API never holds them. Every process is loaded then, so a later
         # stream does not land on a cold one.
         if self._warming is None:
             self._warming = asyncio.create_task(self.warm_up(), name="live-workers-warm-up")
 
     async def decode(self, samples: Samples, options: LiveDecodeOptions) -> list[RecognizedWord]:
-        self._warm_on_first_use()
         return await self._run(_decode_in_worker, samples, options)
 
     def close(self) -> None:

@@ -18,12 +18,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley_engine.redaction.options import substitution_key
 from parley_engine.settings import EngineSettings
 from parley_engine.streaming.frames import StreamSpeaker
 from parley_engine.streaming.hub import StreamSink, TooManyStreams
 from parley_engine.streaming.service import StreamingService
-from parley_engine.streaming.session import CloseStream, SessionLimits, StreamSession
+from parley_engine.streaming.session import CloseStream, StreamSession
 from parley_engine.telephony.ports import CallEnd, CallFailed, DialRequest, SipCall, SipCredentials, SipDialer
 from parley_engine.telephony.request import (
     ConnectResponse,
@@ -45,14 +44,16 @@ SDP_CODECS = {"OPUS": "opus", "PCMU": "PCMU", "MULAW": "PCMU", "PCMA": "PCMA"}
 
 @dataclass
 class Call:
-    connection_id: str
-    conversation_id: str
     session: StreamSession
-    response: ConnectResponse
-    ticket: object
+    response: ConnectResponse  # what start answered (and stop answers again)
+    ticket: object  # the hub's admission, given back when the call ends
     task: asyncio.Task[None] | None = None
     answered: SipCall | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def connection_id(self) -> str:
+        return self.response.connection_id
 
 
 class TelephonyCalls:
@@ -95,7 +96,9 @@ class TelephonyCalls:
                 429, f"This engine serves at most {refused} live streams at once, calls included. Try again later."
             ) from None
         hub.claim(connection_id)
-        session = self._session(connection_id, base_url)
+        # The call's subscribers are its only listeners: no socket of its own.
+        sink = StreamSink(None, hub, connection_id)
+        session = self._streaming.new_session(connection_id, sink, self._settings, summary_base_url=base_url)
         try:
             await session.receive_text(json.dumps(self._start_request(request)))
         except CloseStream as refused:
@@ -111,11 +114,11 @@ class TelephonyCalls:
             conversation_id=session.conversation_id,
             job_id=session.job_id,
         )
-        call = Call(connection_id, session.conversation_id, session, response, ticket)
+        call = Call(session, response, ticket)
         self._calls[connection_id] = call
         dtmf = request.endpoint.dtmf if isinstance(request.endpoint, PstnEndpoint) else None
         call.task = asyncio.create_task(self._run(call, dial, dtmf), name=f"call-{connection_id}")
-        log.info("call %s: dialing %s for conversation %s", connection_id, dial.uri, call.conversation_id)
+        log.info("call %s: dialing %s for conversation %s", connection_id, dial.uri, response.conversation_id)
         return response
 
     async def stop(self, connection_id: str) -> ConnectResponse:
@@ -271,22 +274,6 @@ class TelephonyCalls:
             answer_timeout_seconds=settings.sip_answer_timeout_seconds,
             rtp_timeout_seconds=settings.sip_rtp_timeout_seconds,
             codecs=codecs,
-        )
-
-    def _session(self, connection_id: str, base_url: str) -> StreamSession:
-        settings, streaming = self._settings, self._streaming
-        return StreamSession(
-            connection_id,
-            StreamSink(None, streaming.hub, connection_id),  # the subscribers are the call's only listeners
-            streaming.conversations,
-            streaming.workers,
-            streaming.vad_factory,
-            limits=SessionLimits(
-                max_frame_bytes=settings.streaming_max_frame_bytes,
-                summary_base_url=base_url,
-                redaction_key=substitution_key(settings.app_secret.get_secret_value()),
-            ),
-            segmenter_settings=streaming.segmenter,
         )
 
     @staticmethod
