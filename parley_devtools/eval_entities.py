@@ -1,8 +1,8 @@
 """Score the engine's entities on hand-labelled real meeting text and write evaluation/entities/results.md.
 
-Run: ``.venv/bin/python -m parley_devtools.eval_entities`` (scores both labelled samples), ``--draw`` or
-``--draw-second`` (print the unlabelled draws the labels were written on) or ``--tuning`` (prints what the
-engine returns on the tuning meetings, which the rules are developed against).
+Run: ``.venv/bin/python -m parley_devtools.eval_entities`` (scores the labelled samples), ``--draw``,
+``--draw-second`` or ``--draw-third`` (print the unlabelled draws the labels were written on) or ``--tuning``
+(prints what the engine returns on the tuning meetings, which the rules are developed against).
 
 Meetings are split by a hash of the meeting series (an AMI series such as ES2005a-d is one team, so it is held
 out or tuned on as a whole): one series in five is held out for the labelled samples, never tuned on.
@@ -32,6 +32,7 @@ ENTITIES_DIR = REPOSITORY / "evaluation" / "entities"
 SAMPLE_FILES = {
     "First sample (sample.json)": ENTITIES_DIR / "sample.json",
     "Second sample (second_sample.json)": ENTITIES_DIR / "second_sample.json",
+    "Third sample (third_sample.json)": ENTITIES_DIR / "third_sample.json",
 }
 DATA_DIR = Path("/work/shared/data")
 # A Monday, so that weekday names resolve both ways (the previous Friday is the 20th, the next one the 27th).
@@ -43,6 +44,11 @@ PER_MEETING = {"ami": 3, "icsi": 12, "parliament": 20}
 # The second sample: the utterances that come next in the same order, drawn and labelled after the rules were
 # developed, so that one estimate is untouched by looking at the first sample's mistakes.
 SECOND_PER_MEETING = {"ami": 3, "icsi": 8, "parliament": 12}
+# The third sample: the utterances after the second's, drawn and labelled blind to the engine, with the rules
+# unchanged since the second sample.
+THIRD_PER_MEETING = {"ami": 3, "icsi": 8, "parliament": 12}
+# The draws in order: each takes the candidates right after the previous one's.
+DRAWS = (PER_MEETING, SECOND_PER_MEETING, THIRD_PER_MEETING)
 MIN_WORDS, MAX_WORDS = 4, 45
 
 # Cues that a text may name an entity, independent of the engine (the sample must not be chosen by what the
@@ -137,11 +143,14 @@ def may_name_an_entity(text: str) -> bool:
     return MIN_WORDS <= words <= MAX_WORDS and bool(_CUE_WORDS.search(text) or _INNER_CAPITAL.search(text))
 
 
-def draw(meetings: list[str], data_dir: Path, *, second: bool = False) -> Iterator[SourceUtterance]:
+def draw(meetings: list[str], data_dir: Path, *, which: int = 1) -> Iterator[SourceUtterance]:
     """A deterministic draw of cue-bearing utterances: each meeting's candidates in the order of their hash.
 
-    ``second`` draws the candidates that come right after the first draw's, in the same order.
+    ``which`` (1, 2 or 3) picks the draw: each takes the candidates that come right after the previous draw's, in
+    the same order, as many as its entry in ``DRAWS`` says for the meeting's corpus.
     """
+    if not 1 <= which <= len(DRAWS):
+        raise ValueError(f"there are {len(DRAWS)} draws, not {which}")
     for meeting in meetings:
         seen: set[str] = set()
         candidates = []
@@ -150,8 +159,9 @@ def draw(meetings: list[str], data_dir: Path, *, second: bool = False) -> Iterat
                 seen.add(utterance.text)
                 candidates.append(utterance)
         candidates.sort(key=lambda u: hashlib.sha256(f"{meeting}:{u.text}".encode()).hexdigest())
-        first = PER_MEETING[corpus_of(meeting)]
-        yield from candidates[first : first + SECOND_PER_MEETING[corpus_of(meeting)]] if second else candidates[:first]
+        corpus = corpus_of(meeting)
+        start = sum(sizes[corpus] for sizes in DRAWS[: which - 1])
+        yield from candidates[start : start + DRAWS[which - 1][corpus]]
 
 
 @dataclass(frozen=True)
@@ -367,11 +377,13 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--draw", action="store_true", help="print the held-out draw the labels were written on")
     mode.add_argument("--draw-second", action="store_true", help="print the second held-out draw")
+    mode.add_argument("--draw-third", action="store_true", help="print the third held-out draw")
     mode.add_argument("--tuning", action="store_true", help="print the entities returned on the tuning meetings")
     arguments = parser.parse_args()
-    if arguments.draw or arguments.draw_second:
+    which = 1 if arguments.draw else 2 if arguments.draw_second else 3 if arguments.draw_third else None
+    if which is not None:
         held_out = [m for m in all_meetings(arguments.data) if is_held_out(m)]
-        for utterance in draw(held_out, arguments.data, second=arguments.draw_second):
+        for utterance in draw(held_out, arguments.data, which=which):
             print(json.dumps({"meeting": utterance.meeting, "speaker": utterance.speaker, "text": utterance.text}))
         return
     analyzer = TextAnalyzer()
@@ -389,7 +401,7 @@ def main() -> None:
         results[name] = (score(sample, returned[offset : offset + len(sample)]), len(sample))
         offset += len(sample)
     combined = [labelled for sample in samples.values() for labelled in sample]
-    results["Both samples"] = (score(combined, returned), len(combined))
+    results["All samples"] = (score(combined, returned), len(combined))
     words = sum(
         len(u.text.split())
         for meeting in {u.meeting for u in utterances}

@@ -54,6 +54,18 @@ def found(redactor: Redactor, text: str, kinds: frozenset[PiiType] = frozenset(P
         ("The server logs show requests from 10226-222.74 at midnight.", "10226-222.74", "IP_ADDRESS"),
         ("DOB is 720 slash 1991, the member number is on the card.", "720 slash 1991", "DATE_OF_BIRTH"),
         ("Our VPN gateway is at 57243103.0, can you allow it?", "57243103.0", "IP_ADDRESS"),
+        # The words that name them misheard ("DOB" as "DAB", "ITIN" as "item"): a whole date in digits old enough
+        # to be a birth date, and nine digits, are still what they look like.
+        ("DAB is 814 slash 1973 and the member number is on the card.", "814 slash 1973", "DATE_OF_BIRTH"),
+        ("Her date of both is 7/20/1991, I think.", "7/20/1991", "DATE_OF_BIRTH"),
+        ("His text said the item is 952-758124.", "952-758124", "US_SOCIAL_SECURITY_NUMBER"),
+        ("DAB is 817-1977 and the member number is on the card.", "817-1977", "DATE_OF_BIRTH"),
+        ("Her number changed. It's now 450, 613, 6555.", "450, 613, 6555", "PHONE_NUMBER"),
+        ("The Abin is del aware 89-370-400-4405-320-1300", "89-370-400-4405-320-1300", "IBAN"),
+        ("The gateway moved to 10 dot 20 dot 30 dot 40 last night.", "10 dot 20 dot 30 dot 40", "IP_ADDRESS"),
+        # The words that name a number said after it, in the same sentence.
+        ("It's 889-1814-09, that's the passport.", "889-1814-09", "PASSPORT_NUMBER"),
+        ("July 21st, 1986 is when I was born.", "July 21st, 1986", "DATE_OF_BIRTH"),
         # Addresses as speech-to-text breaks them up: the house number merged, split or run into the street.
         ("The package was returned from 5959267 Devon Street West.", "5959267 Devon Street West.", "ADDRESS"),
         ("It was returned from 717a8 Wressle Road.", "717a8 Wressle Road.", "ADDRESS"),
@@ -81,10 +93,18 @@ def test_each_kind_is_found(redactor: Redactor, text: str, value: str, kind: str
         "We opened 3 offices in 2025 and met 250 customers at the fair.",
         # The names of the identifiers are not organisations.
         "What is your SSN and your DOB?",
+        # A recent whole date is a deadline or a delivery, not a birth date; eight digits are not nine.
+        "The contract was signed on 3/14/2024 and renews on 3/14/2027.",
+        "The ticket is 41873727 in the queue.",
     ],
 )
 def test_look_alikes_are_left_alone(redactor: Redactor, text: str) -> None:
     assert found(redactor, text) == []
+
+
+def test_numbers_read_with_point_are_versions_not_ip_addresses(redactor: Redactor) -> None:
+    text = "We upgraded to version 3 point 5 point 2 point 1 on Monday."
+    assert found(redactor, text, frozenset({PiiType.IP_ADDRESS})) == []
 
 
 def test_only_the_asked_kinds_are_redacted(redactor: Redactor) -> None:

@@ -103,7 +103,7 @@ IDENTIFIED_NOUNS = {
 }  # fmt: skip
 ARTICLES = {"the", "a", "an", "this", "that", "these"}
 _TRAILING_PUNCTUATION = {".", ",", ";", ":", "!", "?", "'", '"', "-", "—", ")", "("}
-_PERCENT = re.compile(r"%|\bper\s*cent\b|\bpercent\b", re.IGNORECASE)
+_PERCENT = re.compile(r"%|\bper\s*cents?\b|\bpercents?\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

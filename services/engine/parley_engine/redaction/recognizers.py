@@ -1,13 +1,16 @@
-"""Recognizers Parley adds to Presidio's: street addresses, dates of birth, and e-mail without a network call.
+"""Recognizers Parley adds to Presidio's: street addresses, dates of birth, identifiers as speech-to-text writes
+them down, and e-mail without a network call.
 
 Presidio finds names, organisations and places with spaCy, and structured identifiers with patterns validated by
 their checksums (Luhn for cards, IBAN's mod 97, SSN's invalid ranges). It has no street-address recognizer for
-English and no notion of a date of birth (only of dates, most of which a meeting needs to keep: "by Friday").
+English and no notion of a date of birth (only of dates, most of which a meeting needs to keep: "by Friday"), and
+its checksums reject most numbers read aloud and written down by a recognizer ("89-370-400-4405-320-1300").
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import ClassVar
 
 import tldextract
@@ -72,7 +75,7 @@ _DAY = r"(?:[0-3]?\d)(?:st|nd|rd|th)?"
 DATE_FORMS = re.compile(
     rf"\b(?:"
     rf"[0-3]?\d(?:[/.-]|\s*slash\s*)[0-3]?\d(?:[/.-]|\s*slash\s*)(?:19|20)?\d\d"  # 7/21/1986, 21.07.86
-    rf"|\d{{3,4}}\s*slash\s*(?:19|20)\d\d"  # "720 slash 1991": a date read out, written down by speech-to-text
+    rf"|\d{{3,4}}(?:-|\s*slash\s*)(?:19|20)\d\d"  # "720 slash 1991", "817-1977": a date read out, as written down
     rf"|(?:19|20)\d\d-[01]\d-[0-3]\d"  # 1986-07-21
     rf"|{_MONTHS}\s+{_DAY}(?:,?\s+(?:19|20)\d\d)?"  # July 21st, 1986
     rf"|(?:the\s+)?{_DAY}\s+(?:of\s+)?{_MONTHS}(?:,?\s+(?:19|20)\d\d)?"  # 21 July 1986, the 21st of July
@@ -83,6 +86,15 @@ DATE_FORMS = re.compile(
 BIRTH_WORDS = re.compile(r"\b(?:born|birth|birthday|birthdate|dob|d\.o\.b)\b", re.IGNORECASE)
 # How far before a date its "born" or "date of birth" may be.
 BIRTH_CONTEXT_CHARS = 48
+# A whole date in digits ("7/20/1991", "720 slash 1991") whose year makes its subject at least this old: read out
+# on a call it is nearly always a date of birth, and speech-to-text often mishears the "DOB" said before it.
+NUMERIC_FULL_DATE = re.compile(
+    r"(?:[0-3]?\d(?:[/.-]|\s*slash\s*)[0-3]?\d|\d{3,4})(?:[/.-]|\s*slash\s*)(?:19|20)\d\d"  # 7/20/1991, 720 slash 1991
+    r"|(?:19|20)\d\d-[01]\d-[0-3]\d",  # 1991-07-20
+    re.IGNORECASE,
+)
+_YEAR = re.compile(r"(?:19|20)\d\d")
+MIN_AGE_YEARS = 13
 
 
 class _NamedByWordsBefore(EntityRecognizer):
@@ -100,9 +112,15 @@ class _NamedByWordsBefore(EntityRecognizer):
     def words_before(text: str, start: int, chars: int) -> str:
         return text[max(0, start - chars) : start]
 
+    @staticmethod
+    def words_after(text: str, end: int, chars: int) -> str:
+        """Up to ``chars`` characters after ``end``, to the end of the sentence: "…, that's my social"."""
+        return re.split(r"[.!?](?:\s|$)", text[end : end + chars])[0]
+
 
 class DateOfBirthRecognizer(_NamedByWordsBefore):
-    """A date with "born", "birthday", "date of birth" or "DOB" shortly before it, and no sentence end between."""
+    """A date with "born", "birthday", "date of birth" or "DOB" shortly before or after it in the same sentence;
+    or, with a lower score, a whole date in digits old enough to be someone's birth date."""
 
     ENTITIES: ClassVar[list[str]] = ["DATE_OF_BIRTH"]
 
@@ -112,14 +130,44 @@ class DateOfBirthRecognizer(_NamedByWordsBefore):
         found = []
         for match in DATE_FORMS.finditer(text):
             before = re.split(r"[.!?]\s", self.words_before(text, match.start(), BIRTH_CONTEXT_CHARS))[-1]
-            if BIRTH_WORDS.search(before):
-                start = match.start() + (len(match.group()) - len(match.group().lstrip()))
+            after = self.words_after(text, match.end(), BIRTH_CONTEXT_CHARS)
+            start = match.start() + (len(match.group()) - len(match.group().lstrip()))
+            if BIRTH_WORDS.search(before) or BIRTH_WORDS.search(after):
                 found.append(RecognizerResult("DATE_OF_BIRTH", start, match.end(), 0.85))
+            elif self._old_enough(match.group()):
+                found.append(RecognizerResult("DATE_OF_BIRTH", start, match.end(), 0.5))
         return found
+
+    @staticmethod
+    def _old_enough(date: str) -> bool:
+        if NUMERIC_FULL_DATE.fullmatch(date.strip()) is None:
+            return False
+        year = int(_YEAR.findall(date)[-1])
+        return 1900 <= year <= datetime.now(UTC).year - MIN_AGE_YEARS
 
 
 # The public-suffix snapshot inside tldextract's package: no fetch from publicsuffix.org at run time.
 _OFFLINE_SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1?\d?\d)"
+
+
+class SpokenIpAddressRecognizer(PatternRecognizer):
+    """An IPv4 address read out and written down word for word: "10 dot 20 dot 30 dot 40"."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="IP_ADDRESS",
+            name="SpokenIpAddressRecognizer",
+            patterns=[Pattern("dotted quad, spoken", rf"\b{_OCTET}(?:\s*dot\s*{_OCTET}|\.{_OCTET}){{3}}\b", 0.6)],
+            global_regex_flags=re.IGNORECASE,
+        )
+
+    def validate_result(self, pattern_text: str) -> bool:
+        # Presidio's own recognizer has the written form ("10.20.30.40"); this one needs a "dot" said aloud ("point"
+        # reads decimals and versions: "3 point 5").
+        return re.search(r"dot", pattern_text, re.IGNORECASE) is not None
 
 
 class OfflineEmailRecognizer(EmailRecognizer):
@@ -167,7 +215,14 @@ _SPOKEN_RUN = re.compile(r"\b[0-9a-z]*\d[0-9a-z]*(?:[ .,:/-]{1,2}[0-9a-z]*\d[0-9
 # Amounts ("1,500,000", "2.5") and years are numbers a meeting keeps.
 _AMOUNT = re.compile(r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,6}\.\d{1,2}")
 MIN_SPOKEN_DIGITS = 7
-# What the words before a read-out number say it is; the first kind whose words appear wins.
+# The length of a US social security or taxpayer number.
+NATIONAL_ID_DIGITS = 9
+# From this many digits a number is an account: an IBAN read out ("89-370-400-4405-320-1300"), which no card
+# (at most 19, and checked by Luhn) and few order numbers reach.
+ACCOUNT_DIGITS = 18
+# A North American phone number read out in its groups: "450, 613, 6555".
+PHONE_GROUPS = re.compile(r"\d{3}[ .,-]{1,2}\d{3}[ .,-]{1,2}\d{4}")
+# What the words around a read-out number say it is; the first kind whose words appear wins.
 SPOKEN_NUMBER_CONTEXT: dict[str, tuple[str, ...]] = {
     "CREDIT_CARD": ("card", "visa", "mastercard", "amex"),
     "US_SSN": ("social", "ssn", "security number"),
@@ -176,7 +231,7 @@ SPOKEN_NUMBER_CONTEXT: dict[str, tuple[str, ...]] = {
     "US_PASSPORT": ("passport",),
     "US_DRIVER_LICENSE": ("license", "licence"),
     "US_ITIN": ("itin", "tax id", "taxpayer"),
-    "IP_ADDRESS": ("ip", "server", "gateway", "vpn", "host", "requests from"),
+    "IP_ADDRESS": ("ip", "server", "gateway", "vpn", "host", "requests from", "ping", "firewall", "allow", "whitelist"),
     "DATE_OF_BIRTH": ("born", "birth", "dob"),
     "PHONE_NUMBER": ("phone", "call", "cell", "mobile", "reach", "text me", "line", "extension", "contact"),
 }
@@ -184,10 +239,12 @@ SPOKEN_CONTEXT_CHARS = 60
 
 
 class SpokenNumberRecognizer(_NamedByWordsBefore):
-    """An identifier read out and written down by speech-to-text, named by the words said before it.
+    """An identifier read out and written down by speech-to-text, named by the words said around it.
 
     Checksums and formats cannot vouch for what a recognizer made of digits read aloud, so the words before the
-    number decide what it is ("my passport number is 889-1814-09"); a long number with no such words is left alone.
+    number decide what it is ("my passport number is 889-1814-09"), or failing those the rest of its sentence
+    ("889-1814-09, that's the passport"); a long number with no such words is left alone, unless its shape alone
+    says what it is (``_kind_by_shape``).
     """
 
     ENTITIES: ClassVar[list[str]] = list(SPOKEN_NUMBER_CONTEXT)
@@ -201,14 +258,41 @@ class SpokenNumberRecognizer(_NamedByWordsBefore):
             if sum(c.isdigit() for c in value) < MIN_SPOKEN_DIGITS or _AMOUNT.fullmatch(value):
                 continue
             before = self.words_before(text, match.start(), SPOKEN_CONTEXT_CHARS).lower()
-            kind = next(
-                (
-                    kind
-                    for kind, words in SPOKEN_NUMBER_CONTEXT.items()
-                    if kind in entities and any(re.search(rf"\b{re.escape(word)}", before) for word in words)
-                ),
-                None,
-            )
+            after = self.words_after(text, match.end(), SPOKEN_CONTEXT_CHARS).lower()
+            kind = _named_kind(before, entities)
+            after_kind = _named_kind(after, entities)
             if kind is not None:
                 found.append(RecognizerResult(kind, match.start(), match.end(), 0.6))
+            elif after_kind is not None:
+                # Weaker than a name said first: the rest of a sentence often names the next thing ("… and the
+                # member number is on the card").
+                found.append(RecognizerResult(after_kind, match.start(), match.end(), 0.45))
+            elif shaped := _kind_by_shape(value, entities):
+                found.append(RecognizerResult(shaped, match.start(), match.end(), 0.45))
         return found
+
+
+def _named_kind(words: str, entities: list[str]) -> str | None:
+    """The first kind asked for whose naming words appear in ``words``."""
+    return next(
+        (
+            kind
+            for kind, names in SPOKEN_NUMBER_CONTEXT.items()
+            if kind in entities and any(re.search(rf"\b{re.escape(name)}", words) for name in names)
+        ),
+        None,
+    )
+
+
+def _kind_by_shape(value: str, entities: list[str]) -> str | None:
+    """What a number no words name is by its shape alone: the "SSN", "ITIN", "IBAN" or "phone" said with it misheard
+    ("the item is 952-758124", "the Abin is…"), nine digits are a social security or taxpayer number, eighteen or
+    more an account, and ten in groups of 3, 3 and 4 a phone number, far more often than anything else."""
+    digits = sum(c.isdigit() for c in value)
+    if digits == NATIONAL_ID_DIGITS and value[:1].isdigit():
+        return next((kind for kind in ("US_SSN", "US_ITIN") if kind in entities), None)
+    if digits >= ACCOUNT_DIGITS:
+        return next((kind for kind in ("IBAN_CODE", "US_BANK_NUMBER") if kind in entities), None)
+    if PHONE_GROUPS.fullmatch(value) and "PHONE_NUMBER" in entities:
+        return "PHONE_NUMBER"
+    return None

@@ -21,6 +21,7 @@ from parley_engine.redaction.recognizers import (
     AnyCardNumberRecognizer,
     DateOfBirthRecognizer,
     OfflineEmailRecognizer,
+    SpokenIpAddressRecognizer,
     SpokenNumberRecognizer,
     SpokenOfNhsRecognizer,
     StreetAddressRecognizer,
@@ -119,6 +120,7 @@ class Redactor:
             StreetAddressRecognizer(),
             DateOfBirthRecognizer(),
             SpokenNumberRecognizer(),
+            SpokenIpAddressRecognizer(),
             UkNinoRecognizer(),  # off in Presidio's defaults
         ):
             registry.add_recognizer(recognizer)
