@@ -40,7 +40,9 @@ _DIRECTION = r"(?:\s+(?:north|south|east|west|n|s|e|w|nw|ne|sw|se)\b\.?)"
 _HOUSE_NUMBER = r"\d(?:[\d,-]{0,9}\d)?[a-z]?(?:\d{1,3})?"
 STREET_ADDRESS = re.compile(
     rf"\b{_HOUSE_NUMBER}(?:\s+(?:[nsew]\.?|north|south|east|west))?"
-    rf"(?:(?:\s+[a-z0-9][\w'.-]*){{1,4}}?\s+(?:{_SUFFIX})\b\.?{_DIRECTION}?{_UNIT}?{_CITY_TAIL}?"
+    # The street's name ends in a word, not a bare number: "3 point 5 point" is a decimal read out, not a place.
+    rf"(?:(?:\s+[a-z0-9][\w'.-]*){{0,3}}?\s+(?=[\w'.-]*[a-z])[a-z0-9][\w'.-]*\s+(?:{_SUFFIX})\b\.?{_DIRECTION}?{_UNIT}?"
+    rf"{_CITY_TAIL}?"
     # No suffix heard, but a unit after the street's words: "3807-41235 honey succulent suite 100".
     rf"|(?:\s+[a-z][\w'.-]*){{1,4}}?{_UNIT}{_CITY_TAIL}?)",
     re.IGNORECASE,
