@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from parley_cli.watching import TopicFollower
-from parley_devtools.sip_peer import PeerBehaviour, SipPeer
+from parley_devtools.sip_peer import SipPeer
 from parley_devtools.speech_samples import synthesize_samples
-from tests.support.calls import far_end_audio
+from tests.support.calls import far_end_audio, says_then_hangs_up
 from tests.support.pipeline_stack import Pipeline, collect, running_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -144,7 +144,7 @@ async def test_a_call_through_ingest_is_heard_live_and_ends_in_one_insights_read
     token = access_token(pipeline.stack.processes["engine"].url, "parley-dev", "parley-dev-secret")
     shown: list[str] = []
     async with (
-        SipPeer(PeerBehaviour(audio=audio, hang_up_after_seconds=len(audio) / 16000 + 0.5)) as peer,
+        SipPeer(says_then_hangs_up(audio)) as peer,
         TopicFollower(pipeline.kafka, [topics.live, topics.insights]) as follower,
     ):
         # What `parley call sip:…` runs, pointed at ingest: it prints the live transcript until the far end hangs up.

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from parley_engine.app import create_app
 from parley_engine.streaming.workers import Decoder
 
+from parley_devtools.sip_peer import PeerBehaviour
 from tests.support.engine import FakeAnalyzer, FakeRecognizer, engine_settings
 from tests.support.streaming import serve_app
 
@@ -26,6 +27,16 @@ def far_end_audio(samples: npt.NDArray[np.float32]) -> bytes:
     at_8k = np.interp(np.arange(samples.size // 2) * 2.0, np.arange(samples.size), samples)
     pcm = (np.clip(at_8k, -1, 1) * 32767).astype("<i2").tobytes()
     return bytes(8000) + pcm + bytes(16000)
+
+
+def played_seconds(audio: bytes) -> float:
+    """How long a far end plays ``audio`` (16-bit PCM at 8 kHz)."""
+    return len(audio) / 16000
+
+
+def says_then_hangs_up(audio: bytes) -> PeerBehaviour:
+    """A far end that plays ``audio`` and hangs up half a second after it ends."""
+    return PeerBehaviour(audio=audio, hang_up_after_seconds=played_seconds(audio) + 0.5)
 
 
 @dataclass

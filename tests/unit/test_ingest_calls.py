@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 
 from parley_devtools.sip_peer import PeerBehaviour, SipPeer
 from parley_devtools.speech_samples import flite_available, synthesize_samples
-from tests.support.calls import CallingEngine, calling_engine, far_end_audio
+from tests.support.calls import CallingEngine, calling_engine, far_end_audio, says_then_hangs_up
 from tests.support.kafka_fakes import Publication, RecordingPublisher
 from tests.support.servers import serving_asgi
 
@@ -97,7 +97,7 @@ async def test_a_call_through_ingest_is_recorded_live_then_its_job_announced(
     tmp_path: Path, decoder: Decoder, speech: bytes
 ) -> None:
     async with (
-        SipPeer(PeerBehaviour(audio=speech, hang_up_after_seconds=len(speech) / 16000 + 0.5)) as peer,
+        SipPeer(says_then_hangs_up(speech)) as peer,
         calling_engine(tmp_path, decoder) as engine,
         relay_to(engine) as relay,
     ):

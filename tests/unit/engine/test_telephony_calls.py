@@ -15,7 +15,7 @@ from parley_engine.streaming.workers import Decoder, real_decoder
 
 from parley_devtools.sip_peer import PeerBehaviour, SipPeer
 from parley_devtools.speech_samples import flite_available, synthesize_samples
-from tests.support.calls import calling_engine, far_end_audio
+from tests.support.calls import calling_engine, far_end_audio, played_seconds, says_then_hangs_up
 from tests.support.streaming import kind, stream_client
 
 pytestmark = pytest.mark.skipif(not flite_available(), reason="flite is not installed")
@@ -65,9 +65,9 @@ async def test_a_call_is_transcribed_live_and_hung_up_by_stop(
 async def test_a_call_the_far_end_hangs_up_completes_with_what_was_said(
     tmp_path: Path, decoder: Decoder, speech: bytes
 ) -> None:
-    seconds = len(speech) / 16000
+    seconds = played_seconds(speech)
     async with (
-        SipPeer(PeerBehaviour(audio=speech, hang_up_after_seconds=seconds + 0.5)) as peer,
+        SipPeer(says_then_hangs_up(speech)) as peer,
         calling_engine(tmp_path, decoder) as engine,
     ):
         body = await engine.start(peer.uri("udp"))
@@ -80,7 +80,7 @@ async def test_a_call_the_far_end_hangs_up_completes_with_what_was_said(
 async def test_rtp_that_stops_without_a_bye_ends_the_call_and_the_engine_hangs_up(
     tmp_path: Path, decoder: Decoder, speech: bytes
 ) -> None:
-    seconds = len(speech) / 16000
+    seconds = played_seconds(speech)
     async with (
         SipPeer(PeerBehaviour(audio=speech, stop_rtp_after_seconds=seconds)) as peer,
         calling_engine(tmp_path, decoder) as engine,
@@ -159,7 +159,7 @@ async def test_parley_call_prints_the_live_transcript_until_the_far_end_hangs_up
     from parley_cli.main import app
 
     async with (
-        SipPeer(PeerBehaviour(audio=speech, hang_up_after_seconds=len(speech) / 16000 + 0.5)) as peer,
+        SipPeer(says_then_hangs_up(speech)) as peer,
         calling_engine(tmp_path, decoder) as engine,
     ):
         arguments = ["call", peer.uri("udp"), "--url", f"http://{engine.host}", "--token", engine.token]

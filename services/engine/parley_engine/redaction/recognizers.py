@@ -259,18 +259,15 @@ class SpokenNumberRecognizer(_NamedByWordsBefore):
             value = match.group()
             if sum(c.isdigit() for c in value) < MIN_SPOKEN_DIGITS or _AMOUNT.fullmatch(value):
                 continue
+            # A name said first is surest; the rest of a sentence often names the next thing ("… and the member
+            # number is on the card"), so it, like the shape alone, scores lower.
             before = self.words_before(text, match.start(), SPOKEN_CONTEXT_CHARS).lower()
-            after = self.words_after(text, match.end(), SPOKEN_CONTEXT_CHARS).lower()
-            kind = _named_kind(before, entities)
-            after_kind = _named_kind(after, entities)
-            if kind is not None:
+            if kind := _named_kind(before, entities):
                 found.append(RecognizerResult(kind, match.start(), match.end(), 0.6))
-            elif after_kind is not None:
-                # Weaker than a name said first: the rest of a sentence often names the next thing ("… and the
-                # member number is on the card").
-                found.append(RecognizerResult(after_kind, match.start(), match.end(), 0.45))
-            elif shaped := _kind_by_shape(value, entities):
-                found.append(RecognizerResult(shaped, match.start(), match.end(), 0.45))
+                continue
+            after = self.words_after(text, match.end(), SPOKEN_CONTEXT_CHARS).lower()
+            if kind := _named_kind(after, entities) or _kind_by_shape(value, entities):
+                found.append(RecognizerResult(kind, match.start(), match.end(), 0.45))
         return found
 
 

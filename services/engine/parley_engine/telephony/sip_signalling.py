@@ -95,8 +95,9 @@ class SignallingStack:
         self.uas.on_bye = self._bye
         self.uas.on_reinvite = self._reinvite
         self._dialogs: dict[str, DialogEvents] = {}
-        # Branches of the BYEs and CANCELs sent over UDP that the far end has answered, and their resending tasks.
-        self._answered_requests: set[str] = set()
+        # Branches of the BYEs and CANCELs sent over UDP that the far end has not answered yet, and the tasks
+        # resending them: an answer takes its branch out, so nothing is kept once a request is answered or given up.
+        self._unanswered: set[str] = set()
         self._resending: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -166,26 +167,30 @@ class SignallingStack:
         """Resend a BYE or CANCEL just sent over UDP until the far end answers it (TCP delivers it once)."""
         if self.reliable or not request.via or not request.via[0].branch:
             return
-        task = asyncio.create_task(self._resend(request, request.via[0].branch, destination))
+        branch = request.via[0].branch
+        self._unanswered.add(branch)
+        task = asyncio.create_task(self._resend(request, branch, destination))
         self._resending.add(task)
         task.add_done_callback(self._resending.discard)
 
     async def _resend(self, request: SipRequest, branch: str, destination: tuple[str, int]) -> None:
         interval, waited = T1_SECONDS, 0.0
-        while waited < NON_INVITE_TIMEOUT_SECONDS:
-            await asyncio.sleep(interval)
-            waited += interval
-            if branch in self._answered_requests:
-                self._answered_requests.discard(branch)
-                return
-            self.transport.send(request, destination)
-            interval = min(interval * 2, T2_SECONDS)
+        try:
+            while waited < NON_INVITE_TIMEOUT_SECONDS:
+                await asyncio.sleep(interval)
+                waited += interval
+                if branch not in self._unanswered:
+                    return
+                self.transport.send(request, destination)
+                interval = min(interval * 2, T2_SECONDS)
+        finally:
+            self._unanswered.discard(branch)
         logger.warning("no answer to %s %s within %g s", request.method, request.call_id, NON_INVITE_TIMEOUT_SECONDS)
 
     def _note_answer(self, response: SipResponse) -> None:
         cseq = response.cseq
         if cseq is not None and cseq.method.upper() in ("BYE", "CANCEL") and response.via and response.via[0].branch:
-            self._answered_requests.add(response.via[0].branch)
+            self._unanswered.discard(response.via[0].branch)
 
     def _bye(self, call: IncomingCall, request: SipRequest) -> None:
         events = self._dialogs.get(call.call_id)
